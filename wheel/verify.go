@@ -1,0 +1,114 @@
+package wheel
+
+import (
+	"errors"
+	"fmt"
+)
+
+// verify checks every structural invariant of the wheel and returns the first
+// violation. It is O(entries + slots): tests call it after each operation, and
+// builds with the invariants tag call it from checkAfterOp.
+func (w *Wheel) verify() error {
+	if w.cur > w.now {
+		return fmt.Errorf("wheel: cur %d is after now %d", w.cur, w.now)
+	}
+	seen := make([]bool, len(w.entries))
+	total := 0
+	// walk checks the refs of one slot (or the overdue list) from index
+	// from on, and returns how many are live.
+	walk := func(refs []slotRef, from int, id int32, check func(e *entry) error) (int, error) {
+		live := 0
+		for _, r := range refs[from:] {
+			i := uint32(r)
+			if int(i) >= len(w.entries) {
+				return 0, fmt.Errorf("wheel: slot %d holds index %d beyond the slab", id, i)
+			}
+			if !w.isLive(r) {
+				continue
+			}
+			e := &w.entries[i]
+			if e.slot != id {
+				return 0, fmt.Errorf("wheel: entry %d is in slot %d but says %d", i, id, e.slot)
+			}
+			if seen[i] {
+				return 0, fmt.Errorf("wheel: entry %d is held twice", i)
+			}
+			seen[i] = true
+			if err := check(e); err != nil {
+				return 0, fmt.Errorf("wheel: entry %d (due %d, ref %d) in slot %d, cur %d: %w", i, e.due, e.ref, id, w.cur, err)
+			}
+			live++
+		}
+		return live, nil
+	}
+	live, err := walk(w.overdue, w.overdueHead, slotOverdue, func(e *entry) error {
+		if e.due > w.cur {
+			return errors.New("overdue entry is not due")
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if live != w.overdueLive {
+		return fmt.Errorf("wheel: %d live overdue entries, count says %d", live, w.overdueLive)
+	}
+	total += live
+	for idx := range w.buckets {
+		l, s := idx>>w.slotBits, idx&int(w.mask)
+		from := 0
+		if l == 0 && s == w.digit(0, w.cur) {
+			from = w.curHead
+		}
+		least := ^uint64(0)
+		live, err := walk(w.buckets[idx], from, int32(idx), func(e *entry) error {
+			least = min(least, e.due)
+			if l == 0 && s == w.digit(0, w.cur) {
+				if e.due != w.cur {
+					return errors.New("entry in the current slot is not due at cur")
+				}
+				return nil
+			}
+			if w.digit(l, e.due) != s {
+				return fmt.Errorf("due tick's level-%d digit is not the slot's", l)
+			}
+			if s <= w.digit(l, w.cur) {
+				return errors.New("slot is not after cur's digit")
+			}
+			if top := (uint(l) + 1) * w.slotBits; top < 64 && e.due>>top != w.cur>>top {
+				return errors.New("higher digits differ from cur's")
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if int32(live) != w.live[idx] {
+			return fmt.Errorf("wheel: slot %d/%d has %d live entries, count says %d", l, s, live, w.live[idx])
+		}
+		occupied := w.occ[l*w.words+s/64]&(1<<(uint(s)%64)) != 0
+		if occupied != (live > 0) {
+			return fmt.Errorf("wheel: slot %d/%d occupancy bit %v with %d live entries", l, s, occupied, live)
+		}
+		if live > 0 && (w.slotMin[idx] > least || (!w.stale[idx] && w.slotMin[idx] != least)) {
+			return fmt.Errorf("wheel: slot %d/%d min %d (stale %v), entries' min %d", l, s, w.slotMin[idx], w.stale[idx], least)
+		}
+		total += live
+	}
+	if total != w.n {
+		return fmt.Errorf("wheel: %d live entries in slots, Len %d", total, w.n)
+	}
+	free := 0
+	for i := w.free; i != nilIdx; i = int32(w.entries[i].ref) {
+		if w.entries[i].slot != slotFree {
+			return fmt.Errorf("wheel: entry %d on the free list says slot %d", i, w.entries[i].slot)
+		}
+		if free++; free > len(w.entries) {
+			return errors.New("wheel: free list has a cycle")
+		}
+	}
+	if free+w.n != len(w.entries) {
+		return fmt.Errorf("wheel: %d free + %d live != %d slab entries", free, w.n, len(w.entries))
+	}
+	return nil
+}

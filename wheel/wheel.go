@@ -1,0 +1,558 @@
+package wheel
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/bits"
+	"slices"
+	"time"
+)
+
+// Handle identifies one inserted entry for Cancel. It packs the entry's slab
+// index (plus one, so the zero Handle is never valid) in the low 32 bits and
+// the slot's generation in the high 32 bits: once an entry has expired or been
+// cancelled its slot's generation moves on, so an old Handle no longer matches
+// and cancelling it is a harmless no-op.
+type Handle uint64
+
+// Options configures a Wheel. The zero value is valid: 1 ms ticks, 64 slots
+// per level, time starting at 0.
+type Options struct {
+	// Tick is the resolution: due times are rounded up to a whole tick and
+	// Advance rounds its time down to one. Default 1 ms.
+	Tick time.Duration
+	// SlotBits sets the slots per level to 1<<SlotBits, from 2 to 12.
+	// Default 6 (64 slots): one occupancy word per level, and 11 levels to
+	// cover every representable tick. More bits mean fewer levels (fewer
+	// cascades per entry) at the price of larger bitmaps to search.
+	SlotBits int
+	// Start is the wheel's initial time in nanoseconds on the caller's
+	// timeline (the engine uses its monotonic clock). Must not be negative.
+	Start int64
+	// Capacity pre-sizes the entry slab so the first inserts do not grow it.
+	Capacity int
+}
+
+const (
+	defaultTick     = time.Millisecond
+	defaultSlotBits = 6
+	minSlotBits     = 2
+	maxSlotBits     = 12
+)
+
+// ErrBadOptions is wrapped by every Options validation error.
+var ErrBadOptions = errors.New("wheel: bad options")
+
+// Validate reports the first bad field, saying what is allowed.
+func (o Options) Validate() error {
+	switch {
+	case o.Tick < 0:
+		return fmt.Errorf("%w: Tick %v is negative; use a positive duration or 0 for the default %v", ErrBadOptions, o.Tick, defaultTick)
+	case o.SlotBits != 0 && (o.SlotBits < minSlotBits || o.SlotBits > maxSlotBits):
+		return fmt.Errorf("%w: SlotBits %d is out of range; allowed %d..%d, or 0 for the default %d", ErrBadOptions, o.SlotBits, minSlotBits, maxSlotBits, defaultSlotBits)
+	case o.Start < 0:
+		return fmt.Errorf("%w: Start %d is negative; times are nanoseconds from an origin at or before the first use", ErrBadOptions, o.Start)
+	case o.Capacity < 0 || o.Capacity > maxEntries:
+		return fmt.Errorf("%w: Capacity %d is out of range; allowed 0..%d", ErrBadOptions, o.Capacity, maxEntries)
+	}
+	return nil
+}
+
+// maxEntries bounds the slab so indices fit the low half of a slot ref.
+const maxEntries = math.MaxInt32 - 1
+
+// Values of entry.slot besides slot indices.
+const (
+	slotFree    = -1 // on the free list
+	slotOverdue = -2 // on the overdue list
+)
+
+const nilIdx = -1
+
+// entry is one pending timer. It holds no pointers, so a slab of millions of
+// them is a single object the garbage collector never scans.
+type entry struct {
+	due  uint64 // due tick
+	ref  uint64 // the caller's reference; the next free index while free
+	gen  uint32 // bumped when the entry is freed, so stale refs and Handles miss
+	slot int32  // slot index (level<<slotBits | digit), slotOverdue or slotFree
+}
+
+// A slotRef is what a slot holds for an entry: its slab index in the low 32
+// bits and its generation in the high 32, the same packing as a Handle less
+// the +1. A cancel frees the entry at once and leaves its ref behind; the ref
+// no longer matches the entry's generation, and whoever walks the slot next
+// skips it. Walking arrays of refs rather than linked entries lets the CPU
+// fetch many entries at once, which is most of the cost of expiry.
+type slotRef uint64
+
+// Wheel is a hierarchical timing wheel. It is not safe for concurrent use:
+// the engine gives each shard its own Wheel, owned by one goroutine.
+type Wheel struct {
+	tick     int64 // nanoseconds per tick
+	slotBits uint
+	slots    int    // 1 << slotBits
+	mask     uint64 // slots - 1
+	words    int    // occupancy words per level
+	levels   int
+
+	// cur is the tick processing has reached. Every live entry in a slot
+	// has, at the slot's level, the same higher digits as cur and a larger
+	// digit than cur's (level 0: a later tick), except entries due exactly
+	// at cur left in cur's level-0 slot by an AdvanceLimit that hit its
+	// limit; curHead counts the refs of that slot already handed out.
+	cur     uint64
+	curHead int
+	// now is the largest tick Advance was asked for; cur < now only while a
+	// limited Advance has left due entries behind.
+	now uint64
+
+	entries []entry
+	free    int32 // head of the free list threaded through entry.ref
+	n       int   // live entries
+
+	buckets [][]slotRef // per slot, in insert order (cascades keep it)
+	live    []int32     // live entries per slot
+	occ     []uint64    // occupancy bitmaps: bit set iff live > 0
+	slotMin []uint64    // earliest due tick per slot, exact unless stale
+	stale   []bool      // slotMin may be too low: its entry was cancelled
+
+	// overdue holds entries inserted at or before cur, returned first by
+	// the next Advance; overdue[:overdueHead] were handed out already.
+	overdue       []slotRef
+	overdueHead   int
+	overdueLive   int
+	overdueSorted bool   // overdue[overdueHead:] is in due order
+	overdueMax    uint64 // latest due tick appended since overdue was empty
+
+	//lint:ignore U1000 used by the invariants build, empty in others
+	chk invariantState
+}
+
+// New returns an empty wheel at opts.Start.
+func New(opts Options) (*Wheel, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Tick == 0 {
+		opts.Tick = defaultTick
+	}
+	if opts.SlotBits == 0 {
+		opts.SlotBits = defaultSlotBits
+	}
+	w := &Wheel{
+		tick:          int64(opts.Tick),
+		slotBits:      uint(opts.SlotBits),
+		slots:         1 << opts.SlotBits,
+		mask:          1<<opts.SlotBits - 1,
+		words:         max(1, (1<<opts.SlotBits)/64),
+		levels:        (64 + opts.SlotBits - 1) / opts.SlotBits,
+		entries:       make([]entry, 0, opts.Capacity),
+		free:          nilIdx,
+		overdueSorted: true,
+	}
+	w.cur = uint64(opts.Start / w.tick)
+	w.now = w.cur
+	nslots := w.levels * w.slots
+	w.buckets = make([][]slotRef, nslots)
+	w.live = make([]int32, nslots)
+	w.occ = make([]uint64, w.levels*w.words)
+	w.slotMin = make([]uint64, nslots)
+	w.stale = make([]bool, nslots)
+	return w, nil
+}
+
+// Len returns the number of pending entries.
+func (w *Wheel) Len() int { return w.n }
+
+// Tick returns the wheel's resolution.
+func (w *Wheel) Tick() time.Duration { return time.Duration(w.tick) }
+
+// Now returns the latest time Advance was asked for, rounded down to a tick.
+func (w *Wheel) Now() int64 { return int64(w.now) * w.tick }
+
+// Insert adds an entry due at time due (nanoseconds on the wheel's timeline)
+// carrying ref, and returns its Handle. The due time is rounded up to a whole
+// tick, so the entry never comes out before due (times within the last tick
+// below math.MaxInt64 are held at that tick, the last one Advance can reach).
+// An entry due at or before the current tick comes out on the next Advance.
+// O(1); no allocation once the slab and slots have grown to their peak.
+func (w *Wheel) Insert(due int64, ref uint64) Handle {
+	d := w.dueTick(due)
+	i := w.alloc()
+	e := &w.entries[i]
+	e.due, e.ref = d, ref
+	if d <= w.cur {
+		// Already due; cur's own slot has been, or is being, handed out.
+		e.slot = slotOverdue
+		if d < w.overdueMax {
+			w.overdueSorted = false
+		}
+		w.overdueMax = max(w.overdueMax, d)
+		w.overdue = append(w.overdue, w.refOf(i))
+		w.overdueLive++
+	} else {
+		w.place(i)
+	}
+	w.n++
+	w.checkAfterOp()
+	return Handle(uint64(e.gen)<<32 | uint64(i+1))
+}
+
+// Cancel removes the entry h refers to and reports whether it was pending.
+// A handle of an entry that already expired or was cancelled, even if its
+// slab slot has been reused since, is ignored. O(1): the entry is freed at
+// once and its ref in the slot is skipped when the slot is next walked.
+func (w *Wheel) Cancel(h Handle) bool {
+	i := int32(uint32(h)) - 1
+	if i < 0 || int(i) >= len(w.entries) {
+		return false
+	}
+	e := &w.entries[i]
+	if e.gen != uint32(h>>32) || e.slot == slotFree {
+		return false
+	}
+	switch s := e.slot; {
+	case s == slotOverdue:
+		w.overdueLive--
+		if w.overdueLive == 0 {
+			w.resetOverdue()
+		}
+	case w.live[s] == 1:
+		w.emptySlot(int(s))
+	default:
+		w.live[s]--
+		if e.due == w.slotMin[s] {
+			w.stale[s] = true
+		}
+	}
+	w.release(i)
+	w.checkAfterOp()
+	return true
+}
+
+// NextDue returns the earliest due time among pending entries, as the start
+// of its tick, and false when the wheel is empty. If entries are already due
+// (inserted at or before the current tick, or left by AdvanceLimit) it returns
+// a time at or before Now, meaning "advance now". The engine sleeps until this
+// time; it is found through the occupancy bitmaps, never by ticking empty slots.
+func (w *Wheel) NextDue() (int64, bool) {
+	if w.n == 0 {
+		return 0, false
+	}
+	if w.overdueLive > 0 || w.live[w.slotIndex(0, w.cur)] > 0 {
+		return w.tickTime(w.cur), true
+	}
+	for l := 0; l < w.levels; l++ {
+		s, ok := w.nextOccupied(l, w.digit(l, w.cur))
+		if !ok {
+			continue
+		}
+		idx := l<<w.slotBits | s
+		if w.stale[idx] {
+			// Entries in one higher-level slot span many ticks; a cancel
+			// of the earliest left slotMin low.
+			w.refreshSlotMin(idx)
+		}
+		return w.tickTime(w.slotMin[idx]), true
+	}
+	panic("wheel: entries pending but no slot occupied")
+}
+
+// Advance moves the wheel to time now and appends to dst the references of
+// every entry due at or before it, in due order with ties in insert order,
+// and returns the extended slice. Time never goes back: a now earlier than a
+// previous one only returns entries that are already due.
+func (w *Wheel) Advance(now int64, dst []uint64) []uint64 {
+	return w.AdvanceLimit(now, math.MaxInt, dst)
+}
+
+// AdvanceLimit is Advance returning at most limit entries. Due entries beyond
+// the limit stay in the wheel, first in line for the next call; the engine
+// uses this to stop popping while its ready queue is full.
+func (w *Wheel) AdvanceLimit(now int64, limit int, dst []uint64) []uint64 {
+	if now < 0 {
+		now = 0
+	}
+	if t := uint64(now / w.tick); t > w.now {
+		w.now = t
+	}
+	end := len(dst) + min(limit, math.MaxInt-len(dst))
+	dst = w.drainDue(dst, end)
+	for len(dst) < end {
+		l, s, ok := w.nextEvent()
+		if !ok {
+			w.cur = w.now
+			break
+		}
+		w.cur = w.slotStart(l, s)
+		if l > 0 {
+			w.cascade(l<<w.slotBits | s)
+		}
+		dst = w.drainCur(dst, end)
+	}
+	w.checkAfterOp()
+	return dst
+}
+
+// drainDue hands out what is due at or before cur: overdue entries due before
+// cur (by due time, stable), then cur's own level-0 slot (its entries are
+// older than any overdue entry due at cur, inserted after cur was reached),
+// then the overdue entries due at cur.
+func (w *Wheel) drainDue(dst []uint64, end int) []uint64 {
+	if w.overdueLive == 0 {
+		return w.drainCur(dst, end)
+	}
+	if !w.overdueSorted {
+		slices.SortStableFunc(w.overdue[w.overdueHead:], func(a, b slotRef) int {
+			return cmpDue(w.entries[uint32(a)].due, w.entries[uint32(b)].due)
+		})
+		w.overdueSorted = true
+	}
+	dst = w.drainOverdue(dst, end, w.cur)
+	dst = w.drainCur(dst, end)
+	return w.drainOverdue(dst, end, w.cur+1)
+}
+
+// drainOverdue hands out overdue entries due before tick until, up to end.
+// Refs of cancelled entries are skipped wherever they sorted to.
+func (w *Wheel) drainOverdue(dst []uint64, end int, until uint64) []uint64 {
+	for w.overdueHead < len(w.overdue) && len(dst) < end {
+		r := w.overdue[w.overdueHead]
+		i := uint32(r)
+		if !w.isLive(r) {
+			w.overdueHead++
+			continue
+		}
+		if w.entries[i].due >= until {
+			break
+		}
+		dst = append(dst, w.entries[i].ref)
+		w.release(int32(i))
+		w.overdueHead++
+		w.overdueLive--
+	}
+	if w.overdueLive == 0 {
+		w.resetOverdue()
+	}
+	return dst
+}
+
+func (w *Wheel) resetOverdue() {
+	w.overdue, w.overdueHead, w.overdueSorted, w.overdueMax = w.overdue[:0], 0, true, 0
+}
+
+// drainCur hands out the entries of cur's level-0 slot, oldest first, up to end.
+func (w *Wheel) drainCur(dst []uint64, end int) []uint64 {
+	idx := w.slotIndex(0, w.cur)
+	b := w.buckets[idx]
+	for w.curHead < len(b) && len(dst) < end {
+		r := b[w.curHead]
+		w.curHead++
+		if !w.isLive(r) {
+			continue
+		}
+		i := int32(uint32(r))
+		dst = append(dst, w.entries[i].ref)
+		w.release(i)
+		w.live[idx]--
+	}
+	if w.live[idx] == 0 {
+		w.emptySlot(idx)
+	}
+	return dst
+}
+
+// nextEvent finds the next slot that needs processing at or before w.now:
+// the first occupied slot after cur's digit on the lowest non-empty level.
+// Lower levels always come first: a level's slots lie inside the current slot
+// of the level above.
+func (w *Wheel) nextEvent() (level, slot int, ok bool) {
+	for l := 0; l < w.levels; l++ {
+		s, found := w.nextOccupied(l, w.digit(l, w.cur))
+		if !found {
+			continue
+		}
+		if w.slotStart(l, s) > w.now {
+			return 0, 0, false
+		}
+		return l, s, true
+	}
+	return 0, 0, false
+}
+
+// cascade re-places every live entry of a higher-level slot that cur has just
+// entered. Entries move to lower levels (or to cur's level-0 slot if due
+// exactly at cur) in slot order, which keeps ties in insert order.
+func (w *Wheel) cascade(idx int) {
+	for _, r := range w.buckets[idx] {
+		if w.isLive(r) {
+			w.place(int32(uint32(r)))
+		}
+	}
+	w.emptySlot(idx)
+}
+
+// place appends entry i, due at or after cur, to its slot: the level is that
+// of the highest digit in which the due tick differs from cur. An entry due
+// exactly at cur (only from a cascade) lands in cur's level-0 slot, which the
+// caller drains next.
+func (w *Wheel) place(i int32) {
+	e := &w.entries[i]
+	l := 0
+	if diff := e.due ^ w.cur; diff != 0 {
+		l = (bits.Len64(diff) - 1) / int(w.slotBits)
+	}
+	idx := w.slotIndex(l, e.due)
+	if w.live[idx] == 0 {
+		w.slotMin[idx] = e.due
+		w.stale[idx] = false
+		w.setOcc(idx, true)
+	} else if e.due < w.slotMin[idx] {
+		w.slotMin[idx] = e.due
+	}
+	w.live[idx]++
+	e.slot = int32(idx)
+	w.buckets[idx] = append(w.buckets[idx], w.refOf(i))
+}
+
+// emptySlot resets a slot with no live entries. It keeps the slot's array for
+// reuse unless it is large and was mostly idle, so a burst does not pin
+// memory for good.
+func (w *Wheel) emptySlot(idx int) {
+	b := w.buckets[idx]
+	if cap(b) > 4096 && len(b) < cap(b)/4 {
+		b = nil
+	}
+	w.buckets[idx] = b[:0]
+	w.live[idx] = 0
+	w.setOcc(idx, false)
+	if idx == w.slotIndex(0, w.cur) {
+		w.curHead = 0
+	}
+}
+
+func (w *Wheel) refOf(i int32) slotRef {
+	return slotRef(uint64(w.entries[i].gen)<<32 | uint64(uint32(i)))
+}
+
+func (w *Wheel) isLive(r slotRef) bool {
+	return w.entries[uint32(r)].gen == uint32(r>>32)
+}
+
+func (w *Wheel) alloc() int32 {
+	if w.free != nilIdx {
+		i := w.free
+		w.free = int32(w.entries[i].ref)
+		return i
+	}
+	if len(w.entries) >= maxEntries {
+		panic("wheel: more than 2^31-2 pending entries")
+	}
+	w.entries = append(w.entries, entry{gen: 1})
+	return int32(len(w.entries) - 1)
+}
+
+func (w *Wheel) release(i int32) {
+	e := &w.entries[i]
+	e.gen++
+	e.slot, e.ref = slotFree, uint64(uint32(w.free))
+	w.free = i
+	w.n--
+}
+
+// refreshSlotMin recomputes a slot's earliest due tick. slotMin only goes
+// stale low (a cancel removed the earliest), so this runs at most once per
+// cancel of a slot minimum.
+func (w *Wheel) refreshSlotMin(idx int) {
+	m := uint64(math.MaxUint64)
+	for _, r := range w.buckets[idx] {
+		if w.isLive(r) {
+			m = min(m, w.entries[uint32(r)].due)
+		}
+	}
+	w.slotMin[idx] = m
+	w.stale[idx] = false
+}
+
+func cmpDue(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// nextOccupied returns the first occupied slot of level l after slot d.
+func (w *Wheel) nextOccupied(l, d int) (int, bool) {
+	base := l * w.words
+	from := d + 1
+	for wi := from / 64; wi < w.words; wi++ {
+		word := w.occ[base+wi]
+		if wi == from/64 {
+			word &^= 1<<(uint(from)%64) - 1
+		}
+		if word != 0 {
+			s := wi*64 + bits.TrailingZeros64(word)
+			if s < w.slots {
+				return s, true
+			}
+			return 0, false
+		}
+	}
+	return 0, false
+}
+
+func (w *Wheel) setOcc(idx int, on bool) {
+	l, s := idx>>w.slotBits, idx&int(w.mask)
+	wi := l*w.words + s/64
+	if on {
+		w.occ[wi] |= 1 << (uint(s) % 64)
+	} else {
+		w.occ[wi] &^= 1 << (uint(s) % 64)
+	}
+}
+
+// digit returns the level-l digit of tick t.
+func (w *Wheel) digit(l int, t uint64) int {
+	return int(t >> (uint(l) * w.slotBits) & w.mask)
+}
+
+func (w *Wheel) slotIndex(l int, t uint64) int {
+	return l<<w.slotBits | w.digit(l, t)
+}
+
+// slotStart is the first tick of level l's slot s within cur's higher digits.
+func (w *Wheel) slotStart(l, s int) uint64 {
+	shift := uint(l) * w.slotBits
+	high := uint64(0)
+	if top := shift + w.slotBits; top < 64 {
+		high = w.cur >> top << top
+	}
+	return high | uint64(s)<<shift
+}
+
+// dueTick rounds a due time up to its tick, so an entry is never early. The
+// one exception is the last partial tick below the int64 maximum, which no
+// Advance can reach: due times there are held at the last whole tick.
+func (w *Wheel) dueTick(due int64) uint64 {
+	if due <= 0 {
+		return 0
+	}
+	t := uint64(due / w.tick)
+	if due%w.tick != 0 && t < uint64(math.MaxInt64/w.tick) {
+		t++
+	}
+	return t
+}
+
+// tickTime converts a tick to nanoseconds, saturating at the int64 maximum.
+func (w *Wheel) tickTime(t uint64) int64 {
+	if t > uint64(math.MaxInt64/w.tick) {
+		return math.MaxInt64
+	}
+	return int64(t) * w.tick
+}

@@ -1,0 +1,147 @@
+package wheel_test
+
+import (
+	"errors"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/hourglassmq/hourglass/wheel"
+)
+
+func newWheel(t *testing.T, opts wheel.Options) *wheel.Wheel {
+	t.Helper()
+	w, err := wheel.New(opts)
+	require.NoError(t, err)
+	return w
+}
+
+func TestOptionsValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts wheel.Options
+		msg  string
+	}{
+		{"negative tick", wheel.Options{Tick: -1}, "Tick -1ns is negative"},
+		{"slot bits too small", wheel.Options{SlotBits: 1}, "SlotBits 1 is out of range; allowed 2..12"},
+		{"slot bits too large", wheel.Options{SlotBits: 13}, "SlotBits 13 is out of range"},
+		{"negative start", wheel.Options{Start: -5}, "Start -5 is negative"},
+		{"negative capacity", wheel.Options{Capacity: -1}, "Capacity -1 is out of range"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := wheel.New(tc.opts)
+			require.ErrorIs(t, err, wheel.ErrBadOptions)
+			require.ErrorContains(t, err, tc.msg)
+		})
+	}
+	w := newWheel(t, wheel.Options{})
+	require.Equal(t, time.Millisecond, w.Tick(), "the zero Options work, with a 1 ms tick")
+}
+
+func TestNeverEarlyWithinATick(t *testing.T) {
+	w := newWheel(t, wheel.Options{Tick: time.Millisecond})
+	w.Insert(int64(10*time.Millisecond+1), 1) // rounds up to 11 ms
+	require.Empty(t, w.Advance(int64(10*time.Millisecond), nil))
+	require.Empty(t, w.Advance(int64(11*time.Millisecond-1), nil), "10.999 ms is before the due time")
+	require.Equal(t, []uint64{1}, w.Advance(int64(11*time.Millisecond), nil))
+}
+
+func TestDueOrderWithTiesInInsertOrder(t *testing.T) {
+	w := newWheel(t, wheel.Options{Tick: 1, SlotBits: 2})
+	// Same due tick reached through different levels and cascades.
+	w.Insert(100, 1)
+	w.Insert(37, 2)
+	w.Insert(100, 3)
+	require.Empty(t, w.Advance(36, nil))
+	w.Insert(100, 4)
+	w.Insert(5, 5) // already due: comes out on the next advance, first
+	require.Equal(t, []uint64{5, 2}, w.Advance(99, nil))
+	w.Insert(100, 6)
+	require.Equal(t, []uint64{1, 3, 4, 6}, w.Advance(1000, nil))
+}
+
+func TestAdvanceLimitKeepsTheRestFirstInLine(t *testing.T) {
+	w := newWheel(t, wheel.Options{Tick: 1})
+	for i := range uint64(5) {
+		w.Insert(int64(10+i), i)
+	}
+	require.Equal(t, []uint64{0, 1}, w.AdvanceLimit(100, 2, nil))
+	w.Insert(50, 99)
+	w.Insert(1, 98) // due long ago: still before everything due later
+	next, ok := w.NextDue()
+	require.True(t, ok)
+	require.LessOrEqual(t, next, w.Now(), "entries left by a limited advance are due now")
+	require.Equal(t, []uint64{98, 2, 3, 4, 99}, w.Advance(100, nil))
+}
+
+func TestCancel(t *testing.T) {
+	w := newWheel(t, wheel.Options{Tick: 1})
+	a := w.Insert(10, 1)
+	b := w.Insert(10, 2)
+	require.True(t, w.Cancel(a))
+	require.False(t, w.Cancel(a), "second cancel of the same handle")
+	require.False(t, w.Cancel(0), "the zero handle")
+	c := w.Insert(10, 3) // reuses a's slab slot with a new generation
+	require.False(t, w.Cancel(a), "a stale handle must not cancel the entry that reused its slot")
+	require.Equal(t, []uint64{2, 3}, w.Advance(10, nil))
+	require.False(t, w.Cancel(b), "an expired entry's handle")
+	require.False(t, w.Cancel(c))
+	require.Zero(t, w.Len())
+}
+
+func TestFarFutureIsHeldExactly(t *testing.T) {
+	w := newWheel(t, wheel.Options{}) // 1 ms ticks
+	const century = 100 * 365 * 24 * time.Hour
+	w.Insert(int64(century), 1)
+	w.Insert(math.MaxInt64, 2)
+	next, ok := w.NextDue()
+	require.True(t, ok)
+	require.Equal(t, int64(century), next, "NextDue is exact, not a slot boundary")
+	require.Empty(t, w.Advance(int64(century)-1, nil))
+	require.Equal(t, []uint64{1}, w.Advance(int64(century), nil))
+	require.Empty(t, w.Advance(math.MaxInt64-int64(time.Millisecond), nil))
+	require.Equal(t, []uint64{2}, w.Advance(math.MaxInt64, nil))
+}
+
+func TestNextDueSkipsEmptySlotsAndStaleMinimums(t *testing.T) {
+	w := newWheel(t, wheel.Options{Tick: 1, SlotBits: 6})
+	_, ok := w.NextDue()
+	require.False(t, ok)
+	early := w.Insert(5000, 1) // level 2
+	w.Insert(7000, 2)          // same level-2 slot, later
+	next, _ := w.NextDue()
+	require.Equal(t, int64(5000), next)
+	require.True(t, w.Cancel(early))
+	next, _ = w.NextDue()
+	require.Equal(t, int64(7000), next, "cancelling the earliest entry of a slot")
+}
+
+func TestSteadyStateDoesNotAllocate(t *testing.T) {
+	if wheel.InvariantsOn {
+		t.Skip("the invariant checker allocates")
+	}
+	w := newWheel(t, wheel.Options{Tick: 1, Capacity: 1024})
+	buf := make([]uint64, 0, 1024)
+	now := int64(0)
+	round := func() {
+		for i := range int64(512) {
+			h := w.Insert(now+1+i*37%4096, uint64(i))
+			if i%2 == 0 {
+				w.Cancel(h)
+			}
+		}
+		now += 4096
+		buf = w.Advance(now, buf[:0])
+	}
+	for range 64 { // let every slot array grow to its peak once
+		round()
+	}
+	require.Zero(t, testing.AllocsPerRun(100, round))
+}
+
+func TestErrBadOptionsIsASentinel(t *testing.T) {
+	err := wheel.Options{SlotBits: 40}.Validate()
+	require.True(t, errors.Is(err, wheel.ErrBadOptions))
+}
