@@ -98,13 +98,14 @@ func (w *Wheel) verify() error {
 	if total != w.n {
 		return fmt.Errorf("wheel: %d live entries in slots, Len %d", total, w.n)
 	}
-	free := 0
-	for i := w.free; i != nilIdx; i = int32(w.entries[i].ref) {
-		if w.entries[i].slot != slotFree {
-			return fmt.Errorf("wheel: entry %d on the free list says slot %d", i, w.entries[i].slot)
+	free := len(w.free)
+	for _, i := range w.free {
+		if seen[i] {
+			return fmt.Errorf("wheel: entry %d is both live and free, or free twice", i)
 		}
-		if free++; free > len(w.entries) {
-			return errors.New("wheel: free list has a cycle")
+		seen[i] = true
+		if w.entries[i].slot != slotFree {
+			return fmt.Errorf("wheel: entry %d on the free stack says slot %d", i, w.entries[i].slot)
 		}
 	}
 	if free+w.n != len(w.entries) {
