@@ -5,3 +5,12 @@ func (w *Wheel) Verify() error { return w.verify() }
 
 // InvariantsOn tells tests whether the invariants build tag is on.
 const InvariantsOn = invariantsOn
+
+// Refs counts the refs held in slot arrays and the overdue list, dead or live.
+func (w *Wheel) Refs() int {
+	n := len(w.overdue)
+	for _, b := range w.buckets {
+		n += len(b)
+	}
+	return n
+}

@@ -210,7 +210,8 @@ func (w *Wheel) Cancel(h Handle) bool {
 	if e.gen != uint32(h>>32) || e.slot == slotFree {
 		return false
 	}
-	switch s := e.slot; {
+	slot := e.slot
+	switch s := slot; {
 	case s == slotOverdue:
 		w.overdueLive--
 		if w.overdueLive == 0 {
@@ -225,6 +226,7 @@ func (w *Wheel) Cancel(h Handle) bool {
 		}
 	}
 	w.release(i)
+	w.compactIfMostlyDead(slot)
 	w.checkAfterOp()
 	return true
 }
@@ -427,6 +429,42 @@ func (w *Wheel) emptySlot(idx int) {
 	w.setOcc(idx, false)
 	if idx == w.slotIndex(0, w.cur) {
 		w.curHead = 0
+	}
+}
+
+// compactIfMostlyDead drops the dead refs of a slot (or of the overdue list)
+// once they outnumber its live entries twice over, so a workload that
+// cancels most of what it schedules far ahead does not grow slot arrays
+// without bound. Filtering keeps the order of the live refs. Each compaction
+// costs O(live + dead) after at least 2×live + 64 cancels: O(1) amortised.
+func (w *Wheel) compactIfMostlyDead(slot int32) {
+	var refs []slotRef
+	var head, live int
+	if slot == slotOverdue {
+		refs, head, live = w.overdue, w.overdueHead, w.overdueLive
+	} else if slot >= 0 {
+		refs, live = w.buckets[slot], int(w.live[slot])
+		if int(slot) == w.slotIndex(0, w.cur) {
+			head = w.curHead
+		}
+	}
+	if len(refs)-head-live <= 2*live+64 {
+		return
+	}
+	kept := refs[:0]
+	for _, r := range refs[head:] {
+		if w.isLive(r) {
+			kept = append(kept, r)
+		}
+	}
+	clear(refs[len(kept):])
+	if slot == slotOverdue {
+		w.overdue, w.overdueHead = kept, 0
+	} else {
+		w.buckets[slot] = kept
+		if int(slot) == w.slotIndex(0, w.cur) {
+			w.curHead = 0
+		}
 	}
 }
 

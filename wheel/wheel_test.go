@@ -145,3 +145,38 @@ func TestErrBadOptionsIsASentinel(t *testing.T) {
 	err := wheel.Options{SlotBits: 40}.Validate()
 	require.True(t, errors.Is(err, wheel.ErrBadOptions))
 }
+
+func TestCancelledRefsDoNotPileUp(t *testing.T) {
+	w := newWheel(t, wheel.Options{Tick: 1})
+	far := int64(1 << 40)
+	keep := []uint64{}
+	for i := range uint64(100_000) {
+		h := w.Insert(far+int64(i%7), i)
+		if i%1000 == 0 {
+			keep = append(keep, i) // a few survive, in insert order within each due tick
+			continue
+		}
+		require.True(t, w.Cancel(h))
+	}
+	require.NoError(t, w.Verify())
+	require.Less(t, w.Refs(), 3*w.Len()+64*8, "dead refs are compacted away")
+
+	// The same in the overdue list and in a slot a limited advance is draining.
+	for i := range uint64(10_000) {
+		h := w.Insert(5, 1_000_000+i)
+		if i%100 != 0 {
+			w.Cancel(h)
+		}
+	}
+	require.NoError(t, w.Verify())
+	got := w.AdvanceLimit(6, 50, nil)
+	require.Len(t, got, 50)
+	for i, ref := range got {
+		require.Equal(t, uint64(1_000_000+100*i), ref, "overdue entries keep their order through compaction")
+	}
+	require.Len(t, w.Advance(6, nil), 50)
+
+	got = w.Advance(far+7, nil)
+	require.Len(t, got, len(keep))
+	require.Less(t, w.Refs(), 64*8)
+}
