@@ -1,5 +1,7 @@
 package wheel
 
+import "math"
+
 // Verify exposes the invariant checker to the external tests.
 func (w *Wheel) Verify() error { return w.verify() }
 
@@ -13,4 +15,12 @@ func (w *Wheel) Refs() int {
 		n += len(b)
 	}
 	return n
+}
+
+// AgeFreeEntries moves every free entry's generation to just below where it would be
+// retired, so a test can watch retirement without 2^32 operations.
+func (w *Wheel) AgeFreeEntries() {
+	for _, i := range w.free {
+		w.entries[i].gen = math.MaxUint32 - 1
+	}
 }

@@ -108,8 +108,8 @@ func (w *Wheel) verify() error {
 			return fmt.Errorf("wheel: entry %d on the free stack says slot %d", i, w.entries[i].slot)
 		}
 	}
-	if free+w.n != len(w.entries) {
-		return fmt.Errorf("wheel: %d free + %d live != %d slab entries", free, w.n, len(w.entries))
+	if free+w.retired+w.n != len(w.entries) {
+		return fmt.Errorf("wheel: %d free + %d retired + %d live != %d slab entries", free, w.retired, w.n, len(w.entries))
 	}
 	return nil
 }

@@ -64,7 +64,7 @@ const maxEntries = math.MaxInt32 - 1
 
 // Values of entry.slot besides slot indices.
 const (
-	slotFree    = -1 // on the free list
+	slotFree    = -1 // free: on the free stack, or retired
 	slotOverdue = -2 // on the overdue list
 )
 
@@ -108,6 +108,7 @@ type Wheel struct {
 
 	entries []entry
 	free    []int32 // indices of free entries, reused last-freed first
+	retired int     // entries whose generation ran out; never reused
 	n       int     // live entries
 
 	buckets [][]slotRef // per slot, in insert order (cascades keep it)
@@ -493,11 +494,20 @@ func (w *Wheel) alloc() int32 {
 	return int32(len(w.entries) - 1)
 }
 
+// release frees entry i. Its generation moves on, so refs and Handles of
+// this incarnation stop matching. An entry whose 32-bit generation would
+// wrap is retired instead of reused: a dead ref can wait in a far slot for
+// a long time, and a wrapped generation would bring it back to life. That
+// costs 24 bytes per 2^32 reuses of one entry.
 func (w *Wheel) release(i int32) {
 	e := &w.entries[i]
 	e.gen++
 	e.slot, e.ref = slotFree, 0
-	w.free = append(w.free, i)
+	if e.gen == math.MaxUint32 {
+		w.retired++
+	} else {
+		w.free = append(w.free, i)
+	}
 	w.n--
 }
 

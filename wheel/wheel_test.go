@@ -180,3 +180,19 @@ func TestCancelledRefsDoNotPileUp(t *testing.T) {
 	require.Len(t, got, len(keep))
 	require.Less(t, w.Refs(), 64*8)
 }
+
+func TestAnEntryIsRetiredBeforeItsGenerationWraps(t *testing.T) {
+	w := newWheel(t, wheel.Options{Tick: 1})
+	old := w.Insert(1<<40, 1) // a live far-future entry keeps its slot walked late
+	h := w.Insert(1<<40, 2)
+	require.True(t, w.Cancel(h)) // leaves a dead ref in the far slot
+	w.AgeFreeEntries()
+	h2 := w.Insert(1<<40+1, 3) // reuses the entry in its last generation
+	require.True(t, w.Cancel(h2))
+	h3 := w.Insert(1<<40+2, 4) // the entry is retired, so this one is new
+	require.NotEqual(t, uint32(h2), uint32(h3), "a retired entry is not reused")
+	require.False(t, w.Cancel(h2))
+	require.NoError(t, w.Verify())
+	require.Equal(t, []uint64{1, 4}, w.Advance(1<<41, nil))
+	require.False(t, w.Cancel(old))
+}
