@@ -1,0 +1,659 @@
+package wal
+
+import (
+	"container/heap"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// validateNew checks messages for Append and Batch.New.
+func (s *Store) validateNew(what string, msgs []Message) error {
+	for i := range msgs {
+		m := &msgs[i]
+		bad := func(format string, args ...any) error {
+			return invalidf("%s: message %d: "+format, append([]any{what, i}, args...)...)
+		}
+		switch {
+		case m.ID != 0:
+			return bad("ID is set (%s); the store assigns IDs", m.ID)
+		case m.Shard < 0 || m.Shard >= s.shards:
+			return bad("shard %d outside [0, %d)", m.Shard, s.shards)
+		case m.Expires < 0:
+			return bad("Expires %d is negative", m.Expires)
+		case len(m.Dest) > MaxDestLen:
+			return bad("Dest is %d bytes, more than %d", len(m.Dest), MaxDestLen)
+		case len(m.Key) > MaxKeyLen:
+			return bad("Key is %d bytes, more than %d", len(m.Key), MaxKeyLen)
+		case len(m.Headers) > MaxHeaders:
+			return bad("%d headers, more than %d", len(m.Headers), MaxHeaders)
+		case len(m.Payload) > s.opts.MaxPayload:
+			return bad("payload is %d bytes, more than MaxPayload %d", len(m.Payload), s.opts.MaxPayload)
+		}
+		for _, h := range m.Headers {
+			if len(h.Key) > MaxHeaderLen || len(h.Value) > MaxHeaderLen {
+				return bad("header %q is longer than %d bytes", h.Key[:min(len(h.Key), 32)], MaxHeaderLen)
+			}
+		}
+	}
+	return nil
+}
+
+func (s *Store) validateID(what string, id ID) error {
+	if id == 0 || id.Shard() >= s.shards {
+		return invalidf("%s: id %s (shard %d) is not an ID of this %d-shard store", what, id, id.Shard(), s.shards)
+	}
+	return nil
+}
+
+// sizeOf estimates the encoded size of msgs.
+func sizeOf(msgs []Message) int {
+	n := 0
+	for i := range msgs {
+		m := &msgs[i]
+		n += 48 + len(m.Dest) + len(m.Key) + len(m.Payload) + 32 // record, keys, offsets
+		for _, h := range m.Headers {
+			n += 4 + len(h.Key) + len(h.Value)
+		}
+	}
+	return n
+}
+
+// Append makes msgs durable (synced) and only then returns, with one result
+// per message in order. Safe for many concurrent callers: the store's writer
+// group-commits them. A message whose Key is already known (pending or dead)
+// is not written; its result has Existing set and the stored ID. Invalid input
+// fails the whole call with an error wrapping ErrInvalid and writes nothing.
+// If ctx ends while waiting, the write may still become durable (retry with an
+// idempotency key to find out).
+func (s *Store) Append(ctx context.Context, msgs []Message) ([]Appended, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	if len(msgs) == 0 {
+		return nil, nil
+	}
+	if len(msgs) > MaxCallMessages {
+		return nil, invalidf("append: %d messages, more than %d in one call", len(msgs), MaxCallMessages)
+	}
+	if err := s.validateNew("append", msgs); err != nil {
+		return nil, err
+	}
+	if err := s.Err(); err != nil {
+		return nil, err
+	}
+	res := s.submit(ctx, &request{kind: reqAppend, msgs: msgs, n: len(msgs), size: sizeOf(msgs)})
+	return res.appended, res.err
+}
+
+// Resolve applies one atomic batch of outcomes and returns the results for
+// b.New. It is all-or-nothing: if any Done/Update/Dead names an ID that is not
+// pending, nothing is written and the error is a *NotPendingError listing
+// them (errors.Is(err, ErrNotFound)); the caller drops those and retries. The
+// batch is group-committed with Append's and synced before Resolve returns.
+// Update keeps the ID; the message moves to the time-ordered keyspace.
+func (s *Store) Resolve(ctx context.Context, b Batch) ([]Appended, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	n := b.ops() + len(b.New)
+	if n == 0 {
+		return nil, nil
+	}
+	if n > MaxCallMessages {
+		return nil, invalidf("resolve: %d outcomes and messages, more than %d in one call", n, MaxCallMessages)
+	}
+	for _, d := range b.Done {
+		if err := s.validateID("resolve done", d.ID); err != nil {
+			return nil, err
+		}
+		if d.Reason >= numReasons {
+			return nil, invalidf("resolve done %s: unknown reason %d", d.ID, d.Reason)
+		}
+	}
+	for _, u := range b.Update {
+		if err := s.validateID("resolve update", u.ID); err != nil {
+			return nil, err
+		}
+	}
+	for _, d := range b.Dead {
+		if err := s.validateID("resolve dead", d.ID); err != nil {
+			return nil, err
+		}
+		if len(d.Reason) > MaxReasonLen {
+			return nil, invalidf("resolve dead %s: reason is %d bytes, more than %d", d.ID, len(d.Reason), MaxReasonLen)
+		}
+	}
+	if err := s.validateNew("resolve new", b.New); err != nil {
+		return nil, err
+	}
+	if err := s.Err(); err != nil {
+		return nil, err
+	}
+	res := s.submit(ctx, &request{kind: reqResolve, batch: &b, n: n, size: sizeOf(b.New) + 64*b.ops()})
+	return res.appended, res.err
+}
+
+// ReplayDead moves dead letters back into the pending set, due at due, with
+// Attempt reset to 0 and the same IDs, and returns them so the engine can load
+// them. All-or-nothing like Resolve.
+func (s *Store) ReplayDead(ctx context.Context, ids []ID, due int64) ([]Message, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	if err := s.checkIDs("replay", ids); err != nil || len(ids) == 0 {
+		return nil, err
+	}
+	res := s.submit(ctx, &request{kind: reqReplay, ids: ids, due: due, n: len(ids)})
+	return res.msgs, res.err
+}
+
+// PurgeDead deletes the named dead letters (and their idempotency keys). It
+// is all-or-nothing like Resolve and returns how many it deleted.
+func (s *Store) PurgeDead(ctx context.Context, ids []ID) (int, error) {
+	if err := s.enter(); err != nil {
+		return 0, err
+	}
+	defer s.leave()
+	if err := s.checkIDs("purge", ids); err != nil || len(ids) == 0 {
+		return 0, err
+	}
+	res := s.submit(ctx, &request{kind: reqPurge, ids: ids, n: len(ids)})
+	return res.count, res.err
+}
+
+// PurgeAllDead deletes every dead letter and returns how many. It runs as one
+// atomic commit, so its size is bounded by memory for the IDs only.
+func (s *Store) PurgeAllDead(ctx context.Context) (int, error) {
+	if err := s.enter(); err != nil {
+		return 0, err
+	}
+	defer s.leave()
+	if err := s.Err(); err != nil {
+		return 0, err
+	}
+	res := s.submit(ctx, &request{kind: reqPurgeAll, n: 1})
+	return res.count, res.err
+}
+
+func (s *Store) checkIDs(what string, ids []ID) error {
+	if len(ids) > MaxCallMessages {
+		return invalidf("%s: %d ids, more than %d in one call", what, len(ids), MaxCallMessages)
+	}
+	for _, id := range ids {
+		if err := s.validateID(what, id); err != nil {
+			return err
+		}
+	}
+	return s.Err()
+}
+
+// Get returns a pending message by ID. It returns an error wrapping
+// ErrNotFound if the ID is not pending (delivered, cancelled, dead-lettered or
+// never assigned); GetDead looks up dead letters.
+func (s *Store) Get(ctx context.Context, id ID) (Message, error) {
+	if err := s.enter(); err != nil {
+		return Message{}, err
+	}
+	defer s.leave()
+	if err := ctx.Err(); err != nil {
+		return Message{}, err
+	}
+	if id == 0 || id.Shard() >= s.shards {
+		return Message{}, fmt.Errorf("wal: get %s: %w", id, ErrNotFound)
+	}
+	snap := s.db.NewSnapshot()
+	defer snap.Close()
+	if id.slot() < farSlotBase {
+		v, closer, err := snap.Get(blockKey(id.Shard(), id.seq(), kindSummary))
+		switch {
+		case err == nil:
+			sum, derr := decodeSummary(v)
+			_ = closer.Close()
+			if derr != nil {
+				return Message{}, fmt.Errorf("wal: get %s: %w", id, derr)
+			}
+			if sum.isLive(id.slot()) {
+				v, closer, err := snap.Get(blockKey(id.Shard(), id.seq(), kindBlock))
+				if err != nil {
+					return Message{}, fmt.Errorf("wal: get %s: read block: %w", id, err)
+				}
+				defer closer.Close()
+				view, err := decodeBlock(v)
+				if err != nil {
+					return Message{}, fmt.Errorf("wal: get %s: %w", id, err)
+				}
+				return slotMessage(view, id)
+			}
+		case !errors.Is(err, pebble.ErrNotFound):
+			return Message{}, fmt.Errorf("wal: get %s: read summary: %w", id, err)
+		}
+	}
+	v, closer, err := snap.Get(idKey(tagIndex, id))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return Message{}, fmt.Errorf("wal: get %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return Message{}, fmt.Errorf("wal: get %s: read index: %w", id, err)
+	}
+	ie, err := decodeIndex(v)
+	_ = closer.Close()
+	if err != nil {
+		return Message{}, fmt.Errorf("wal: get %s: %w", id, err)
+	}
+	return s.getTimed(snap, id, ie.due)
+}
+
+// getTimed reads a message from the time-ordered keyspace.
+func (s *Store) getTimed(r pebble.Reader, id ID, due int64) (Message, error) {
+	v, closer, err := r.Get(timeKey(id.Shard(), due, id))
+	if err != nil {
+		// The index names a key that must exist: a miss is corruption.
+		if errors.Is(err, pebble.ErrNotFound) {
+			err = &CorruptionError{What: "index", Reason: "names a missing message"}
+		}
+		return Message{}, fmt.Errorf("wal: read message %s: %w", id, err)
+	}
+	m, err := decodeMessage(v)
+	_ = closer.Close()
+	if err != nil {
+		return Message{}, fmt.Errorf("wal: message %s: %w", id, err)
+	}
+	m.ID, m.Shard = id, id.Shard()
+	return m, nil
+}
+
+// GetDead returns a dead letter by ID, or an error wrapping ErrNotFound.
+func (s *Store) GetDead(ctx context.Context, id ID) (DeadLetter, error) {
+	if err := s.enter(); err != nil {
+		return DeadLetter{}, err
+	}
+	defer s.leave()
+	if err := ctx.Err(); err != nil {
+		return DeadLetter{}, err
+	}
+	return s.getDead(s.db, id)
+}
+
+func (s *Store) getDead(r pebble.Reader, id ID) (DeadLetter, error) {
+	v, closer, err := r.Get(idKey(tagDead, id))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return DeadLetter{}, fmt.Errorf("wal: dead letter %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return DeadLetter{}, fmt.Errorf("wal: read dead letter %s: %w", id, err)
+	}
+	d, err := decodeDead(v)
+	_ = closer.Close()
+	if err != nil {
+		return DeadLetter{}, fmt.Errorf("wal: dead letter %s: %w", id, err)
+	}
+	d.Message.ID, d.Message.Shard = id, id.Shard()
+	return d, nil
+}
+
+// ListDead pages through dead letters in ID order. The returned ID is the
+// cursor for the next page (pass it as After); it is 0 when there are no more.
+func (s *Store) ListDead(ctx context.Context, q DeadQuery) ([]DeadLetter, ID, error) {
+	if err := s.enter(); err != nil {
+		return nil, 0, err
+	}
+	defer s.leave()
+	limit := q.Limit
+	if limit <= 0 {
+		limit = 1024
+	}
+	limit = min(limit, 1<<16)
+	lower := []byte{tagDead}
+	if q.After != 0 {
+		lower = idKey(tagDead, q.After+1)
+	}
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: []byte{tagDead + 1}})
+	if err != nil {
+		return nil, 0, fmt.Errorf("wal: list dead letters: %w", err)
+	}
+	defer it.Close()
+	var out []DeadLetter
+	for ok := it.First(); ok && len(out) < limit; ok = it.Next() {
+		if err := ctx.Err(); err != nil {
+			return nil, 0, err
+		}
+		k := it.Key()
+		if len(k) != 9 {
+			return nil, 0, fmt.Errorf("wal: list dead letters: %w", &CorruptionError{What: "dead key", Reason: "length"})
+		}
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return nil, 0, fmt.Errorf("wal: list dead letters: %w", err)
+		}
+		d, err := decodeDead(v)
+		if err != nil {
+			return nil, 0, fmt.Errorf("wal: list dead letters: %w", err)
+		}
+		id := ID(binary.BigEndian.Uint64(k[1:]))
+		d.Message.ID, d.Message.Shard = id, id.Shard()
+		out = append(out, d)
+	}
+	if err := it.Error(); err != nil {
+		return nil, 0, fmt.Errorf("wal: list dead letters: %w", err)
+	}
+	var next ID
+	if len(out) == limit {
+		next = out[len(out)-1].Message.ID
+	}
+	return out, next, nil
+}
+
+// Scan returns pending messages of q.Shard with Due in [q.From, q.To), in
+// (Due, ID) order, at most q.Limit, after q.After, and the cursor for the next
+// page. Memory is bounded by Limit: the time-ordered keyspace is read in
+// order, and packed blocks (near-term messages) are filtered through their
+// summaries and a bounded heap. All reads come from one Pebble snapshot.
+func (s *Store) Scan(ctx context.Context, q ScanQuery) ([]Message, Cursor, error) {
+	if err := s.enter(); err != nil {
+		return nil, Cursor{}, err
+	}
+	defer s.leave()
+	if q.Shard < 0 || q.Shard >= s.shards {
+		return nil, Cursor{}, invalidf("scan: shard %d outside [0, %d)", q.Shard, s.shards)
+	}
+	limit := q.Limit
+	if limit <= 0 {
+		limit = 1024
+	}
+	limit = min(limit, MaxScanLimit)
+	if q.From >= q.To {
+		return nil, Cursor{end: true}, nil
+	}
+	snap := s.db.NewSnapshot()
+	defer snap.Close()
+	fail := func(err error) ([]Message, Cursor, error) {
+		return nil, Cursor{}, fmt.Errorf("wal: scan shard %d [%d, %d): %w", q.Shard, q.From, q.To, err)
+	}
+	timed, err := s.scanTimed(ctx, snap, q, limit)
+	if err != nil {
+		return fail(err)
+	}
+	packed, err := s.scanBlocks(ctx, snap, q, limit)
+	if err != nil {
+		return fail(err)
+	}
+	out := mergeByDue(timed, packed, limit)
+	c := Cursor{end: len(out) < limit}
+	if len(out) > 0 {
+		last := out[len(out)-1]
+		c.due, c.id, c.set = last.Due, last.ID, true
+	} else {
+		c = q.After
+		c.end = true
+	}
+	return out, c, nil
+}
+
+func (s *Store) scanTimed(ctx context.Context, snap *pebble.Snapshot, q ScanQuery, limit int) ([]Message, error) {
+	lower := q.From
+	if q.After.set && q.After.due > lower {
+		lower = q.After.due
+	}
+	if lower >= q.To {
+		return nil, nil
+	}
+	it, err := snap.NewIter(&pebble.IterOptions{
+		LowerBound: timeKey(q.Shard, lower, 0),
+		UpperBound: timeKey(q.Shard, q.To, 0),
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	s.statsMu.Lock()
+	hint := int(min(int64(limit), s.pending[q.Shard]+1, scanPrealloc))
+	s.statsMu.Unlock()
+	out := make([]Message, 0, hint)
+	intern := map[string]string{}
+	n := 0
+	for ok := it.First(); ok && len(out) < limit; ok = it.Next() {
+		if n++; n%1024 == 0 {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+		}
+		due, id, ok := decodeTimeKey(it.Key())
+		if !ok {
+			return nil, &CorruptionError{What: "time key", Reason: "length"}
+		}
+		if !q.After.after(due, id) {
+			continue
+		}
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return nil, err
+		}
+		m, err := decodeMessageInterned(v, intern)
+		if err != nil {
+			return nil, fmt.Errorf("message %s: %w", id, err)
+		}
+		if m.Due != due {
+			return nil, fmt.Errorf("message %s: %w", id, &CorruptionError{What: "message", Reason: "due differs from its key"})
+		}
+		m.ID, m.Shard = id, id.Shard()
+		out = append(out, m)
+	}
+	return out, it.Error()
+}
+
+// cand is a block message kept as a Scan candidate: its order key and the
+// index of its decoded message. Small, so the heap moves little.
+type cand struct {
+	due int64
+	id  ID
+	idx int
+}
+
+func candLess(a, b cand) bool { return a.due < b.due || (a.due == b.due && a.id < b.id) }
+
+// candHeap is a max-heap on (due, id): the worst kept candidate on top.
+type candHeap []cand
+
+func (h candHeap) Len() int           { return len(h) }
+func (h candHeap) Less(i, j int) bool { return candLess(h[j], h[i]) }
+func (h candHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *candHeap) Push(x any)        { *h = append(*h, x.(cand)) }
+func (h *candHeap) Pop() any {
+	old := *h
+	c := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return c
+}
+
+func (s *Store) scanBlocks(ctx context.Context, snap *pebble.Snapshot, q ScanQuery, limit int) ([]Message, error) {
+	upper := []byte{tagBlock + 1}
+	if q.Shard+1 < MaxShards {
+		upper = blockKey(q.Shard+1, 0, 0)
+	}
+	it, err := snap.NewIter(&pebble.IterOptions{
+		LowerBound: blockKey(q.Shard, s.watermark[q.Shard].Load(), 0),
+		UpperBound: upper,
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	// Until limit candidates are kept they are simply appended; then the
+	// slice becomes a max-heap and a newcomer must beat the top, taking over
+	// its decoded-message slot. Decoded messages sit in fixed chunks (never
+	// copied as they grow); memory stays within Limit messages.
+	s.statsMu.Lock()
+	hint := int(min(int64(limit), s.pending[q.Shard]+1, scanPrealloc))
+	s.statsMu.Unlock()
+	h := make(candHeap, 0, hint)
+	var msgs msgChunks
+	intern := map[string]string{}
+	full := false
+	lowerDue := q.From
+	if q.After.set && q.After.due > lowerDue {
+		lowerDue = q.After.due
+	}
+	n := 0
+	for ok := it.First(); ok; {
+		if n++; n%256 == 0 {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+		}
+		k := it.Key()
+		if len(k) != 11 || k[10] != kindSummary {
+			return nil, &CorruptionError{What: "block key", Reason: "expected a summary key"}
+		}
+		seq := binary.BigEndian.Uint64(k[2:])
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return nil, err
+		}
+		sum, err := decodeSummary(v)
+		if err != nil {
+			return nil, fmt.Errorf("block %d: %w", seq, err)
+		}
+		skip := sum.live == 0 || sum.maxDue < lowerDue || sum.minDue >= q.To
+		if !skip && full && sum.minDue > h[0].due {
+			skip = true // nothing here can beat the kept candidates
+		}
+		if skip {
+			ok = it.SeekGE(blockKey(q.Shard, seq+1, 0))
+			continue
+		}
+		if !it.Next() || !slices.Equal(it.Key(), blockKey(q.Shard, seq, kindBlock)) {
+			if err := it.Error(); err != nil {
+				return nil, err
+			}
+			return nil, &CorruptionError{What: "block", Reason: fmt.Sprintf("block %d has a summary but no data", seq)}
+		}
+		bv, err := it.ValueAndErr()
+		if err != nil {
+			return nil, err
+		}
+		view, err := decodeBlock(bv)
+		if err == nil && view.n != sum.n {
+			err = &CorruptionError{What: "block", Reason: "slot count differs from its summary"}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("block %d: %w", seq, err)
+		}
+		for slot := 0; slot < view.n; slot++ {
+			if !sum.isLive(slot) {
+				continue
+			}
+			e := view.entry(slot)
+			due, ok := messageDue(e)
+			if !ok {
+				return nil, fmt.Errorf("block %d: %w", seq, &CorruptionError{What: "message", Reason: "bad due"})
+			}
+			c := cand{due: due, id: makeStoreID(q.Shard, seq, slot)}
+			if due < q.From || due >= q.To || !q.After.after(due, c.id) {
+				continue
+			}
+			if full && !candLess(c, h[0]) {
+				continue
+			}
+			m, err := decodeMessageInterned(e, intern)
+			if err != nil {
+				return nil, fmt.Errorf("message %s: %w", c.id, err)
+			}
+			m.ID, m.Shard = c.id, q.Shard
+			switch {
+			case full:
+				c.idx = h[0].idx
+				*msgs.at(c.idx) = m
+				h[0] = c
+				heap.Fix(&h, 0)
+			default:
+				c.idx = msgs.add(m)
+				h = append(h, c)
+				if len(h) == limit {
+					heap.Init(&h)
+					full = true
+				}
+			}
+		}
+		ok = it.Next()
+	}
+	if err := it.Error(); err != nil {
+		return nil, err
+	}
+	slices.SortFunc(h, func(a, b cand) int { return cmpDueIDRaw(a.due, a.id, b.due, b.id) })
+	out := make([]Message, len(h))
+	for i, c := range h {
+		out[i] = *msgs.at(c.idx)
+	}
+	return out, nil
+}
+
+func cmpDueIDRaw(ad int64, aid ID, bd int64, bid ID) int {
+	switch {
+	case ad < bd:
+		return -1
+	case ad > bd:
+		return 1
+	case aid < bid:
+		return -1
+	case aid > bid:
+		return 1
+	}
+	return 0
+}
+
+// msgChunks holds decoded messages in fixed chunks so growing never copies
+// them.
+type msgChunks struct {
+	chunks [][]Message
+	n      int
+}
+
+const msgChunk = 4096
+
+func (c *msgChunks) add(m Message) int {
+	if c.n%msgChunk == 0 {
+		c.chunks = append(c.chunks, make([]Message, 0, msgChunk))
+	}
+	last := &c.chunks[len(c.chunks)-1]
+	*last = append(*last, m)
+	c.n++
+	return c.n - 1
+}
+
+func (c *msgChunks) at(i int) *Message { return &c.chunks[i/msgChunk][i%msgChunk] }
+
+// scanPrealloc caps what Scan allocates up front (from the shard's pending
+// count) so a narrow window on a big shard stays cheap; past it the result
+// slices grow.
+const scanPrealloc = 1 << 16
+
+func cmpDueID(a, b Message) int { return cmpDueIDRaw(a.Due, a.ID, b.Due, b.ID) }
+
+// mergeByDue merges two (Due, ID)-sorted lists, keeping the first limit.
+func mergeByDue(a, b []Message, limit int) []Message {
+	if len(b) == 0 {
+		return a[:min(len(a), limit)]
+	}
+	if len(a) == 0 {
+		return b[:min(len(b), limit)]
+	}
+	out := make([]Message, 0, min(len(a)+len(b), limit))
+	for len(out) < limit && (len(a) > 0 || len(b) > 0) {
+		if len(b) == 0 || (len(a) > 0 && cmpDueID(a[0], b[0]) < 0) {
+			out = append(out, a[0])
+			a = a[1:]
+		} else {
+			out = append(out, b[0])
+			b = b[1:]
+		}
+	}
+	return out
+}

@@ -1,0 +1,130 @@
+// Package wal is Hourglass's durable message store: every accepted message is
+// on disk, synced, before its caller hears "yes", and a restart finds every
+// pending message again. It is built on Pebble (v2, format pinned to
+// PebbleFormat, columnar blocks off) and does all file I/O through one vfs.FS,
+// so tests crash it (vfs.NewCrashableMem) and inject faults (vfs/errorfs).
+//
+// # Basics
+//
+// Open a Store, Append messages (the store assigns each an ID whose top 8
+// bits are its shard), Scan a shard's due window into RAM, and Resolve
+// outcomes (Done, Update, Dead, plus New cascaded messages) in atomic batches.
+// Dead letters have their own keyspace: ListDead, GetDead, ReplayDead,
+// PurgeDead, PurgeAllDead.
+//
+// # Sync and ack contract
+//
+//   - Append and Resolve return nil only after the Pebble batch holding the
+//     whole call was committed with Sync. One writer goroutine per store
+//     group-commits concurrent callers: it takes whatever is queued, waits at
+//     most Options.MaxBatchDelay for more, caps the group at Options.MaxBatch
+//     records, and answers every caller in the group only after the sync. A
+//     caller is never told "yes" for a write that a crash can lose.
+//   - Each call is all-or-nothing: invalid input (ErrInvalid) or an ID that is
+//     not pending (*NotPendingError, errors.Is ErrNotFound) rejects the call
+//     and writes nothing of it; other callers in the same group are not
+//     affected.
+//   - A resolve that was not yet synced when the process died is simply not
+//     there after restart: the message is still pending and will be delivered
+//     again (a duplicate, never a loss).
+//   - Sticky failure: a failed commit, or Pebble calling its logger's Fatalf
+//     (which it does on WAL write/sync errors instead of returning them),
+//     records a failure wrapping ErrFailed. From then on every write returns
+//     it, until the store is reopened; the store never reports a false
+//     success. Err returns it.
+//   - If ctx ends while a call waits, the call returns ctx's error; if the
+//     writer had already taken the request it may still become durable (the
+//     error says so), so retry with an idempotency key.
+//
+// # Layout: packed blocks plus a time-ordered keyspace
+//
+// Each group commit gets one sequence number. The messages of the group that
+// are due within Options.Horizon of now are packed, per shard, into one block
+// record keyed (shard, seq): one Pebble key for up to 32768 messages instead
+// of one per message. Their IDs are (shard, seq, slot). Beside each block, a
+// small summary record holds the live bitmap; a resolve clears bits and
+// rewrites the summary in the same batch. No message ever gets a tombstone of
+// its own: when a shard's watermark (the oldest block with a live slot)
+// advances, one range deletion from the old watermark to the new one removes
+// every block below it (which also lets Pebble drop whole sstables with
+// delete-only compactions); a block emptied out of order, above the watermark,
+// gets two point deletes. Block iterators start at the watermark, so they
+// never walk what was deleted.
+//
+// Messages due beyond the horizon, and messages moved by Update or replayed
+// from the dead letters, live in a time-ordered keyspace (shard, due, id) with
+// an (id -> due, key) index, so Scan pages them in by range and an ID still
+// finds its message after it moved.
+//
+// Keys (first byte is the keyspace tag; integers big-endian; due is stored
+// with its sign bit flipped so negative times sort first):
+//
+//	01 'v'                              -> meta record
+//	01 's'                              -> u64 last group-commit sequence
+//	02 shard:u8 seq:u64 00              -> block summary
+//	02 shard:u8 seq:u64 01              -> block record
+//	03 shard:u8 due:u64 id:u64          -> message record
+//	04 id:u64                           -> index record
+//	05 key bytes                        -> id:u64 (idempotency key)
+//	06 id:u64                           -> dead record
+//
+// Records (uvarint/varint are Go's encoding/binary varints; str is a uvarint
+// length then that many bytes; u32le little-endian):
+//
+//	meta:     +------+-----------+-----------+
+//	          | hgwl | version   | shards    |
+//	          | 4 B  | u32le     | u32le     |
+//	          +------+-----------+-----------+
+//
+//	message:  +-----+---------+---------+------+-----+----------+---------------+---------+
+//	          | due | expires | attempt | dest | key | nheaders | (name, value) | payload |
+//	          | var | var     | uvarint | str  | str | uvarint  | str, str  ... | str     |
+//	          +-----+---------+---------+------+-----+----------+---------------+---------+
+//
+//	block:    +---------+--------------------------+-------------------+-------+--------+
+//	          | version | entry 0 | entry 1 | ...    | end[0] ... end[n-1] | n   | crc32c |
+//	          | u8      | message records          | u32le each        | u32le | u32le  |
+//	          +---------+--------------------------+-------------------+-------+--------+
+//	          slot i = entries[end[i-1]:end[i]] (end[-1] = 0), offsets count from
+//	          the first entry byte; the CRC (Castagnoli) covers all bytes before it.
+//
+//	summary:  +---------+---------+--------+--------+---------+-------------+-------------+
+//	          | version | n       | minDue | maxDue | live    | live bitmap | keyed bitmap|
+//	          | u8      | uvarint | var    | var    | uvarint | ceil(n/8) B | ceil(n/8) B |
+//	          +---------+---------+--------+--------+---------+-------------+-------------+
+//	          bit i = byte i/8, bit i%8; live must equal the bitmap's popcount.
+//
+//	index:    | version u8 | due var | key str |
+//	dead:     | version u8 | deadAt var | reason str | message record |
+//
+// Every decoder bounds every length by the bytes left, never panics, and
+// returns a *CorruptionError (errors.Is ErrCorrupt) naming the record kind and
+// offset.
+//
+// # Idempotency keys
+//
+// A message's optional Key maps to its ID while the message is pending or
+// dead-lettered: appending the same key again returns the existing ID with
+// Existing set and writes nothing. The key is forgotten (deleted in the same
+// batch) when the message is resolved Done or its dead letter is purged;
+// after that the key may be used again.
+//
+// # Versioning
+//
+// FormatVersion (1) is stored in the meta record and as the first byte of
+// every value record. Open refuses any other meta version with
+// ErrUnsupportedVersion, naming both versions. Any change to a key or record
+// layout bumps FormatVersion and adds a golden store under testdata (the
+// version-1 store is testdata/golden-v1, checked by TestGoldenFixture).
+// Pebble's own format is pinned to PebbleFormat and never ratcheted
+// implicitly.
+//
+// # Caveats
+//
+//   - Scan over packed blocks reads every live block of the shard whose
+//     due range overlaps the query; keep Horizon no larger than the engine's
+//     in-RAM window, so blocks are read only on recovery.
+//   - Time-keyspace messages (far future, retried, replayed) cost a point
+//     tombstone each when resolved; they are the minority by design.
+//   - PurgeAllDead is one atomic commit: its size is bounded by memory.
+package wal
