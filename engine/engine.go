@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"log/slog"
 	"runtime"
 	"strings"
@@ -106,7 +105,6 @@ type Engine struct {
 	// mono is the clock's MonoClock side, if it has one.
 	mono       MonoClock
 	monoOrigin time.Duration
-	seed       maphash.Seed
 
 	shards []*shard
 	work   chan *batch
@@ -158,7 +156,6 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 		opts:     opts,
 		clock:    opts.Clock,
 		log:      opts.Logger.With("component", "engine"),
-		seed:     maphash.MakeSeed(),
 		dests:    map[string]*dest{},
 		queues:   map[string]*queue{},
 		dead:     map[wal.ID]DeadLetter{},
@@ -332,6 +329,18 @@ func (e *Engine) validateDest(dest string) error {
 	return nil
 }
 
+// shardHash is 64-bit FNV-1a. It must not change between runs or versions:
+// a durable store's keyed messages and ordered queues stay on the shard this
+// picked when they were scheduled, and new ones must land beside them.
+func shardHash(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	return h
+}
+
 // pickShard: an ordered queue's messages all live on one shard (hash of the
 // destination); a keyed message on the key's shard; others round-robin.
 func (e *Engine) pickShard(m *Message) int {
@@ -341,11 +350,11 @@ func (e *Engine) pickShard(m *Message) int {
 	}
 	if d := e.destFor(m.Dest); d.local != "" {
 		if q := e.queueFor(d.local); q != nil && q.Ordered {
-			return int(maphash.String(e.seed, m.Dest) % n)
+			return int(shardHash(m.Dest) % n)
 		}
 	}
 	if m.Key != "" {
-		return int(maphash.String(e.seed, m.Key) % n)
+		return int(shardHash(m.Key) % n)
 	}
 	return int(e.rr.Add(1) % n)
 }
