@@ -1,0 +1,190 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"time"
+)
+
+// config is everything a run is told; it is printed in the report as-is.
+type config struct {
+	Duration    time.Duration `json:"duration"`
+	N           int64         `json:"n"`
+	Rate        float64       `json:"rate"`
+	Producers   int           `json:"producers"`
+	Batch       int           `json:"batch"`
+	Delay       string        `json:"delay"`
+	Payload     int           `json:"payload"`
+	Shards      int           `json:"shards"`
+	Tick        time.Duration `json:"tick"`
+	Window      time.Duration `json:"window"`
+	Parallelism int           `json:"parallelism"`
+	Dir         string        `json:"dir,omitempty"`
+	Mem         bool          `json:"mem"`
+	Target      string        `json:"target"`
+	TargetURL   string        `json:"target_url,omitempty"`
+	JSON        string        `json:"-"`
+	CPUProfile  string        `json:"-"`
+	Replay      string        `json:"replay,omitempty"`
+	Crash       int           `json:"crash,omitempty"`
+	Seed        uint64        `json:"seed"`
+	Quiet       bool          `json:"-"`
+
+	// child marks a process started by -crash; logs is where it records
+	// acknowledged schedules and deliveries for the parent to check.
+	child   bool
+	logs    string
+	produce bool
+
+	delay delayDist
+}
+
+// minPayload holds the sequence number and due time the checks need.
+const minPayload = 16
+
+func parseFlags(args []string) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
+	fs.DurationVar(&c.Duration, "duration", 15*time.Second, "how long producers schedule; the run then waits for the last messages to fire")
+	fs.Int64Var(&c.N, "n", 0, "total messages to schedule (0: as many as -duration allows)")
+	fs.Float64Var(&c.Rate, "rate", 0, "schedules per second over all producers (0: as fast as it goes)")
+	fs.IntVar(&c.Producers, "producers", 64, "concurrent producer goroutines")
+	fs.IntVar(&c.Batch, "batch", 32, "messages per ScheduleBatch call (1: one Schedule per message)")
+	fs.StringVar(&c.Delay, "delay", "uniform:100ms-5s", "due-time distribution: fixed:D, uniform:D1-D2 or exp:MEAN")
+	fs.IntVar(&c.Payload, "payload", 100, fmt.Sprintf("payload bytes per message (at least %d)", minPayload))
+	fs.IntVar(&c.Shards, "shards", 0, "engine shards (0: the engine's default, GOMAXPROCS)")
+	fs.DurationVar(&c.Tick, "tick", 0, "wheel tick (0: the engine's default, 1ms)")
+	fs.DurationVar(&c.Window, "window", 0, "how far ahead the durable engine holds messages in RAM (0: the engine's default)")
+	fs.IntVar(&c.Parallelism, "parallelism", 0, "handler parallelism of the local queue (0: the engine's default)")
+	fs.StringVar(&c.Dir, "dir", "", "store directory to use and keep (default: a temporary one, removed at the end)")
+	fs.BoolVar(&c.Mem, "mem", false, "in-memory mode: no store, nothing survives a restart")
+	fs.StringVar(&c.Target, "target", "local", "where messages go: local (an in-process handler), http (webhooks to an in-process receiver), nats or kafka (an in-process server unless -target-url)")
+	fs.StringVar(&c.TargetURL, "target-url", "", "a real server for -target nats (nats://host:port) or kafka (host:port); loadgen also consumes from it to check deliveries")
+	fs.StringVar(&c.JSON, "json", "", "also write the report as JSON to this file")
+	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
+	fs.StringVar(&c.Replay, "replay", "", "open this existing store, fire what is pending and report the recovery")
+	fs.IntVar(&c.Crash, "crash", 0, "run the engine in a child process, SIGKILL it this many times, restart it on the same store, and check every acknowledged message was delivered")
+	fs.Uint64Var(&c.Seed, "seed", 0, "random seed (0: a fresh one, printed in the report)")
+	fs.BoolVar(&c.Quiet, "quiet", false, "no progress lines")
+	fs.BoolVar(&c.child, "child", false, "internal: run as the child of -crash")
+	fs.StringVar(&c.logs, "logs", "", "internal: the child's log directory")
+	fs.BoolVar(&c.produce, "produce", true, "internal: whether the child schedules new messages")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q; every setting is a flag (see -h)", fs.Arg(0))
+	}
+	return c, c.validate()
+}
+
+func (c *config) validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.Duration <= 0 {
+		bad("-duration %v: must be positive", c.Duration)
+	}
+	if c.N < 0 {
+		bad("-n %d: must be 0 (unbounded) or positive", c.N)
+	}
+	if c.Rate < 0 || math.IsNaN(c.Rate) || math.IsInf(c.Rate, 0) {
+		bad("-rate %v: must be 0 (as fast as it goes) or a positive number", c.Rate)
+	}
+	if c.Producers < 1 || c.Producers > 100_000 {
+		bad("-producers %d: allowed 1..100000", c.Producers)
+	}
+	if c.Batch < 1 || c.Batch > 10_000 {
+		bad("-batch %d: allowed 1..10000", c.Batch)
+	}
+	if c.Payload < minPayload || c.Payload > 1<<20 {
+		bad("-payload %d: allowed %d..%d bytes", c.Payload, minPayload, 1<<20)
+	}
+	if c.Shards < 0 || c.Shards > 256 {
+		bad("-shards %d: allowed 0 (default) or 1..256", c.Shards)
+	}
+	if c.Tick < 0 || c.Window < 0 || c.Parallelism < 0 {
+		bad("-tick, -window and -parallelism must not be negative")
+	}
+	switch c.Target {
+	case "local", "http", "nats", "kafka":
+	default:
+		bad("-target %q: allowed local, http, nats, kafka", c.Target)
+	}
+	if c.TargetURL != "" && c.Target != "nats" && c.Target != "kafka" {
+		bad("-target-url goes with -target nats or kafka (http and local use in-process receivers)")
+	}
+	if c.Crash > 0 && c.Target != "local" {
+		bad("-crash checks deliveries logged by the child's local queue; use -target local")
+	}
+	if c.Mem && (c.Dir != "" || c.Replay != "" || c.Crash > 0) {
+		bad("-mem has no store, so it cannot go with -dir, -replay or -crash")
+	}
+	if c.Replay != "" && c.Crash > 0 {
+		bad("-replay and -crash are separate modes; choose one")
+	}
+	if c.Crash < 0 || c.Crash > 1000 {
+		bad("-crash %d: allowed 0..1000", c.Crash)
+	}
+	d, err := parseDelay(c.Delay)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	c.delay = d
+	if c.Seed == 0 {
+		c.Seed = rand.Uint64() | 1
+	}
+	return errors.Join(errs...)
+}
+
+// delayDist draws how far in the future a message is due.
+type delayDist struct {
+	kind     string // fixed, uniform or exp
+	a, b     time.Duration
+	maxDelay time.Duration // the longest delay the run should wait for
+}
+
+func parseDelay(s string) (delayDist, error) {
+	usage := fmt.Errorf("-delay %q: use fixed:D, uniform:D1-D2 or exp:MEAN with Go durations, e.g. fixed:5s, uniform:1s-10s, exp:2s", s)
+	kind, arg, ok := strings.Cut(s, ":")
+	if !ok {
+		return delayDist{}, usage
+	}
+	switch kind {
+	case "fixed", "exp":
+		d, err := time.ParseDuration(arg)
+		if err != nil || d < 0 || (kind == "exp" && d == 0) {
+			return delayDist{}, usage
+		}
+		dd := delayDist{kind: kind, a: d, maxDelay: d}
+		if kind == "exp" {
+			dd.maxDelay = 10 * d // e^-10: about one message in 22,000 is later
+		}
+		return dd, nil
+	case "uniform":
+		lo, hi, ok := strings.Cut(arg, "-")
+		a, err1 := time.ParseDuration(lo)
+		b, err2 := time.ParseDuration(hi)
+		if !ok || err1 != nil || err2 != nil || a < 0 || b < a {
+			return delayDist{}, usage
+		}
+		return delayDist{kind: kind, a: a, b: b, maxDelay: b}, nil
+	}
+	return delayDist{}, usage
+}
+
+func (d delayDist) sample(rng *rand.Rand) time.Duration {
+	switch d.kind {
+	case "uniform":
+		if d.b == d.a {
+			return d.a
+		}
+		return d.a + time.Duration(rng.Int64N(int64(d.b-d.a)+1))
+	case "exp":
+		return time.Duration(rng.ExpFloat64() * float64(d.a))
+	}
+	return d.a
+}

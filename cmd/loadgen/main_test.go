@@ -1,0 +1,201 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+// TestMain runs a -crash child when the test binary is started as one.
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) == "1" {
+		cfg, err := parseFlags(os.Args[1:])
+		if err == nil {
+			_, err = run(context.Background(), cfg, io.Discard)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "loadgen child:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	goleak.VerifyTestMain(m)
+}
+
+func short(t *testing.T, extra ...string) (*report, config) {
+	t.Helper()
+	args := append([]string{"-duration", "1s", "-producers", "8", "-delay", "uniform:0s-300ms", "-quiet",
+		"-json", filepath.Join(t.TempDir(), "r.json")}, extra...)
+	cfg, err := parseFlags(args)
+	require.NoError(t, err)
+	rep, err := run(context.Background(), cfg, io.Discard)
+	require.NoError(t, err)
+	return rep, cfg
+}
+
+func checkClean(t *testing.T, rep *report) {
+	t.Helper()
+	require.Positive(t, rep.Acknowledged)
+	require.Zero(t, rep.Lost, "lost")
+	require.Zero(t, rep.Early, "early")
+	require.Equal(t, rep.Acknowledged, rep.Delivered)
+}
+
+func TestMemoryRun(t *testing.T) {
+	rep, _ := short(t, "-mem")
+	checkClean(t, rep)
+	require.Zero(t, rep.StoreBytes)
+}
+
+func TestDurableRunWritesTheJSONContract(t *testing.T) {
+	rep, cfg := short(t, "-n", "20000")
+	checkClean(t, rep)
+	require.LessOrEqual(t, rep.Acknowledged, int64(20000))
+	require.Positive(t, rep.StoreBytes)
+
+	b, err := os.ReadFile(cfg.JSON)
+	require.NoError(t, err)
+	var doc map[string]any
+	require.NoError(t, json.Unmarshal(b, &doc))
+	for _, k := range []string{"scheduled", "acknowledged", "delivered", "lost", "early", "duplicates", "expired",
+		"schedule_rate", "fire_rate", "ack_latency_ms", "lateness_ms", "peak_pending", "rss_peak_bytes",
+		"heap_bytes_per_pending", "store_bytes", "config"} {
+		require.Contains(t, doc, k)
+	}
+	require.Equal(t, []string{"p50", "p99", "p999"}, keys(doc["ack_latency_ms"]))
+	require.Equal(t, []string{"max", "p50", "p99", "p999"}, keys(doc["lateness_ms"]))
+	require.NotContains(t, doc, "recovery", "recovery is reported by -crash and -replay only")
+}
+
+func keys(v any) []string {
+	var out []string
+	for k := range v.(map[string]any) {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestReplayFiresWhatAKeptStoreHolds(t *testing.T) {
+	dir := t.TempDir()
+	// A run that stops before its messages are due leaves them in the store.
+	cfg, err := parseFlags([]string{"-producers", "2", "-delay", "fixed:1500ms", "-quiet", "-dir", dir, "-n", "4096"})
+	require.NoError(t, err)
+	s := newSession(cfg)
+	require.NoError(t, s.open(context.Background(), dir))
+	require.NoError(t, s.produce(context.Background(), time.Now().Add(time.Minute)))
+	s.close()
+	acked := s.tr.acked.Load()
+	require.Equal(t, int64(4096), acked)
+
+	cfgR, err := parseFlags([]string{"-replay", dir, "-quiet"})
+	require.NoError(t, err)
+	rep, err := run(context.Background(), cfgR, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, acked, rep.Delivered, "every message the first run acknowledged fires after the replay")
+	require.Zero(t, rep.Early)
+	require.NotNil(t, rep.Recovery)
+	require.LessOrEqual(t, rep.Recovery.Recovered, acked)
+	require.Positive(t, rep.Recovery.Recovered)
+}
+
+func TestCrashModeLosesNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts child processes")
+	}
+	cfg, err := parseFlags([]string{"-crash", "3", "-producers", "4", "-delay", "uniform:0s-500ms", "-quiet", "-seed", "42"})
+	require.NoError(t, err)
+	rep, err := run(context.Background(), cfg, io.Discard)
+	require.NoError(t, err)
+	require.Positive(t, rep.Acknowledged)
+	require.Zero(t, rep.Lost, "lost")
+	require.Zero(t, rep.Early, "early")
+	require.NotNil(t, rep.Recovery)
+}
+
+func TestFlagsSayWhatIsWrong(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"-duration", "0s"}, "-duration 0s: must be positive"},
+		{[]string{"-delay", "soon"}, `-delay "soon": use fixed:D, uniform:D1-D2 or exp:MEAN`},
+		{[]string{"-delay", "uniform:5s-1s"}, "uniform:D1-D2"},
+		{[]string{"-payload", "8"}, "-payload 8: allowed 16..1048576 bytes"},
+		{[]string{"-producers", "0"}, "-producers 0: allowed 1..100000"},
+		{[]string{"-mem", "-dir", "/tmp/x"}, "-mem has no store"},
+		{[]string{"-target", "carrier-pigeon"}, `-target "carrier-pigeon": allowed local, http, nats, kafka`},
+		{[]string{"-target", "http", "-target-url", "http://x"}, "-target-url goes with -target nats or kafka"},
+		{[]string{"-crash", "2", "-target", "nats"}, "-crash checks deliveries logged by the child's local queue"},
+		{[]string{"-shards", "300"}, "-shards 300: allowed 0 (default) or 1..256"},
+		{[]string{"stray"}, `unexpected argument "stray"`},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			_, err := parseFlags(tc.args)
+			require.ErrorContains(t, err, tc.msg)
+		})
+	}
+}
+
+func TestDelaysStayInTheirRange(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for spec, bounds := range map[string][2]time.Duration{
+		"fixed:5s":       {5 * time.Second, 5 * time.Second},
+		"uniform:1s-10s": {time.Second, 10 * time.Second},
+		"uniform:0s-0s":  {0, 0},
+		"exp:2s":         {0, time.Duration(math.MaxInt64)},
+	} {
+		d, err := parseDelay(spec)
+		require.NoError(t, err, spec)
+		for range 1000 {
+			v := d.sample(rng)
+			require.GreaterOrEqual(t, v, bounds[0], spec)
+			require.LessOrEqual(t, v, bounds[1], spec)
+		}
+	}
+}
+
+func TestHistogramQuantilesAreTight(t *testing.T) {
+	var h hist
+	rng := rand.New(rand.NewPCG(3, 4))
+	vals := make([]time.Duration, 100_000)
+	for i := range vals {
+		vals[i] = time.Duration(rng.ExpFloat64() * float64(5*time.Millisecond))
+		h.record(vals[i])
+	}
+	slices.Sort(vals)
+	for _, q := range []float64{0.5, 0.99, 0.999} {
+		exact := float64(vals[int(q*float64(len(vals)-1))]) / 1e6
+		got := h.quantileMs(q)
+		require.GreaterOrEqual(t, got, exact-0.001, "q%v never underestimates", q)
+		require.LessOrEqual(t, got, exact*1.07+0.002, "q%v within the bucket width", q)
+	}
+	require.Equal(t, float64(vals[len(vals)-1]/time.Microsecond)/1000, h.quantileMs(1), "the maximum is exact")
+	for v := uint64(0); v < 1<<20; v += 1 + v/7 {
+		require.GreaterOrEqual(t, upper(bucketOf(v)), v)
+		if b := bucketOf(v); b > 0 {
+			require.Less(t, upper(b-1), v, "buckets are contiguous at %d", v)
+		}
+	}
+}
+
+func TestTransportTargets(t *testing.T) {
+	for _, target := range []string{"http", "nats", "kafka"} {
+		t.Run(target, func(t *testing.T) {
+			rep, _ := short(t, "-mem", "-target", target, "-n", "3000")
+			checkClean(t, rep)
+		})
+	}
+}

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// report is the run's result. Its JSON keys are a contract: scripts and the
+// benchmark docs read them.
+type report struct {
+	Scheduled           int64     `json:"scheduled"`
+	Acknowledged        int64     `json:"acknowledged"`
+	Delivered           int64     `json:"delivered"`
+	Lost                int64     `json:"lost"`
+	Early               int64     `json:"early"`
+	Duplicates          int64     `json:"duplicates"`
+	Expired             int64     `json:"expired"`
+	ScheduleRate        float64   `json:"schedule_rate"`
+	FireRate            float64   `json:"fire_rate"`
+	AckLatencyMs        quantiles `json:"ack_latency_ms"`
+	LatenessMs          lateness  `json:"lateness_ms"`
+	PeakPending         int64     `json:"peak_pending"`
+	RSSPeakBytes        int64     `json:"rss_peak_bytes"`
+	HeapBytesPerPending float64   `json:"heap_bytes_per_pending"`
+	StoreBytes          int64     `json:"store_bytes"`
+	Recovery            *recovery `json:"recovery,omitempty"`
+	Config              config    `json:"config"`
+
+	unexpected int64 // delivered but never acknowledged; text report only
+}
+
+type quantiles struct {
+	P50  float64 `json:"p50"`
+	P99  float64 `json:"p99"`
+	P999 float64 `json:"p999"`
+}
+
+type lateness struct {
+	P50  float64 `json:"p50"`
+	P99  float64 `json:"p99"`
+	P999 float64 `json:"p999"`
+	Max  float64 `json:"max"`
+}
+
+type recovery struct {
+	FirstFireMs float64 `json:"first_fire_ms"`
+	FullMs      float64 `json:"full_ms"`
+	Recovered   int64   `json:"recovered"`
+}
+
+func (r *report) print(out io.Writer) {
+	verdict := "OK: nothing lost, nothing early"
+	if r.Lost != 0 || r.Early != 0 {
+		verdict = fmt.Sprintf("FAILED: %d lost, %d early", r.Lost, r.Early)
+	}
+	fmt.Fprintf(out, `
+%s
+  scheduled      %d (acknowledged %d)
+  delivered      %d (duplicates %d, expired %d, unexpected %d)
+  schedule rate  %.0f/s
+  fire rate      %.0f/s
+  ack latency    p50 %.2f ms  p99 %.2f ms  p99.9 %.2f ms
+  lateness       p50 %.2f ms  p99 %.2f ms  p99.9 %.2f ms  max %.2f ms
+  peak pending   %d (heap %.0f B each)
+  peak RSS       %.1f MiB
+  store          %.1f MiB
+`, verdict, r.Scheduled, r.Acknowledged, r.Delivered, r.Duplicates, r.Expired, r.unexpected,
+		r.ScheduleRate, r.FireRate,
+		r.AckLatencyMs.P50, r.AckLatencyMs.P99, r.AckLatencyMs.P999,
+		r.LatenessMs.P50, r.LatenessMs.P99, r.LatenessMs.P999, r.LatenessMs.Max,
+		r.PeakPending, r.HeapBytesPerPending, float64(r.RSSPeakBytes)/(1<<20), float64(r.StoreBytes)/(1<<20))
+	if r.Recovery != nil {
+		fmt.Fprintf(out, "  recovery       %d messages, first fire after %.1f ms, fully loaded after %.1f ms\n",
+			r.Recovery.Recovered, r.Recovery.FirstFireMs, r.Recovery.FullMs)
+	}
+}
+
+// rssPeak returns the process's peak resident set (VmHWM), 0 where /proc
+// does not tell.
+func rssPeak() int64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			if err == nil {
+				return kb << 10
+			}
+		}
+	}
+	return 0
+}
