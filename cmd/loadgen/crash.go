@@ -100,7 +100,7 @@ func runChild(ctx context.Context, cfg config) error {
 	last := time.Now()
 	for ctx.Err() == nil {
 		st := s.eng.Stats()
-		if time.Since(last) >= time.Second {
+		if !cfg.Quiet && time.Since(last) >= time.Second {
 			last = time.Now()
 			fmt.Fprintf(os.Stderr, "final run: %d delivered, %d pending in the store, %d in flight\n", s.tr.delivered.Load(), st.StorePending, st.InFlight)
 		}
@@ -154,7 +154,8 @@ func runCrash(ctx context.Context, cfg config, out io.Writer) (*report, error) {
 		args := []string{"-child", "-logs", logs, "-dir", dir, "-produce=" + strconv.FormatBool(produce),
 			"-seed", strconv.Itoa(i + 1), "-producers", strconv.Itoa(cfg.Producers), "-batch", strconv.Itoa(cfg.Batch),
 			"-delay", cfg.Delay, "-payload", strconv.Itoa(cfg.Payload), "-shards", strconv.Itoa(cfg.Shards),
-			"-tick", cfg.Tick.String(), "-window", cfg.Window.String(), "-rate", strconv.FormatFloat(cfg.Rate, 'f', -1, 64)}
+			"-tick", cfg.Tick.String(), "-window", cfg.Window.String(), "-rate", strconv.FormatFloat(cfg.Rate, 'f', -1, 64),
+			"-quiet=" + strconv.FormatBool(cfg.Quiet)}
 		cmd := exec.CommandContext(ctx, self, args...)
 		cmd.Env = append(os.Environ(), childEnv+"=1")
 		cmd.Stderr = os.Stderr
