@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"runtime/metrics"
 	"sync/atomic"
 	"time"
 
@@ -49,9 +50,7 @@ func newSession(cfg config) *session {
 // open starts the engine on dir ("" = memory mode) with the loadgen queue.
 func (s *session) open(ctx context.Context, dir string) error {
 	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	s.heapBase = ms.HeapAlloc
+	s.heapBase = liveHeap()
 	tgt, err := startTarget(ctx, s.cfg, s.receive)
 	if err != nil {
 		return err
@@ -192,10 +191,8 @@ func (s *session) sample() engine.Stats {
 	pending := s.tr.acked.Load() - s.tr.delivered.Load()
 	if pending > s.peakPending {
 		s.peakPending = pending
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		if pending > 0 && ms.HeapAlloc > s.heapBase {
-			s.heapPerEntry = float64(ms.HeapAlloc-s.heapBase) / float64(pending)
+		if live := liveHeap(); pending > 0 && live > s.heapBase {
+			s.heapPerEntry = float64(live-s.heapBase) / float64(pending)
 		}
 	}
 	if st.Store != nil {
@@ -326,4 +323,16 @@ func (s *session) finish(ctx context.Context, schedSecs float64) *report {
 	rep.AckLatencyMs = quantiles{P50: s.ack.quantileMs(0.5), P99: s.ack.quantileMs(0.99), P999: s.ack.quantileMs(0.999)}
 	rep.LatenessMs = lateness{P50: s.late.quantileMs(0.5), P99: s.late.quantileMs(0.99), P999: s.late.quantileMs(0.999), Max: s.late.quantileMs(1)}
 	return rep
+}
+
+// liveHeap returns the heap the last garbage collection found live: unlike
+// HeapAlloc it leaves out garbage not yet collected, and reading it does
+// not stop the world.
+func liveHeap() uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return s[0].Value.Uint64()
 }
