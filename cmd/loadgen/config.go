@@ -62,7 +62,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.Parallelism, "parallelism", 0, "handler parallelism of the local queue (0: the engine's default)")
 	fs.StringVar(&c.Dir, "dir", "", "store directory to use and keep (default: a temporary one, removed at the end)")
 	fs.BoolVar(&c.Mem, "mem", false, "in-memory mode: no store, nothing survives a restart")
-	fs.StringVar(&c.Target, "target", "local", "where messages go: local (an in-process handler), http (webhooks to an in-process receiver), nats or kafka (an in-process server unless -target-url)")
+	fs.StringVar(&c.Target, "target", "local", "where messages go: local (an in-process handler), http (webhooks to an in-process receiver), nats or kafka (an in-process server), or a real server as nats://host:port or kafka://host:port")
 	fs.StringVar(&c.TargetURL, "target-url", "", "a real server for -target nats (nats://host:port) or kafka (host:port); loadgen also consumes from it to check deliveries")
 	fs.StringVar(&c.JSON, "json", "", "also write the report as JSON to this file")
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
@@ -108,6 +108,18 @@ func (c *config) validate() error {
 	}
 	if c.Tick < 0 || c.Window < 0 || c.Parallelism < 0 {
 		bad("-tick, -window and -parallelism must not be negative")
+	}
+	// A URL names a real server: -target nats://host:4222 is short for
+	// -target nats -target-url nats://host:4222, kafka://host:9092 likewise.
+	if scheme, rest, ok := strings.Cut(c.Target, "://"); ok && c.TargetURL == "" {
+		switch scheme {
+		case "nats":
+			c.Target, c.TargetURL = "nats", c.Target
+		case "kafka":
+			c.Target, c.TargetURL = "kafka", rest
+		default:
+			bad("-target %q: a real server can be named for nats:// or kafka://; http targets use an in-process receiver so that every delivery can be checked", c.Target)
+		}
 	}
 	switch c.Target {
 	case "local", "http", "nats", "kafka":

@@ -141,6 +141,7 @@ func TestFlagsSayWhatIsWrong(t *testing.T) {
 		{[]string{"-crash", "2", "-target", "nats"}, "-crash checks deliveries logged by the child's local queue"},
 		{[]string{"-shards", "300"}, "-shards 300: allowed 0 (default) or 1..256"},
 		{[]string{"stray"}, `unexpected argument "stray"`},
+		{[]string{"-target", "https://hooks.example.com/x"}, "a real server can be named for nats:// or kafka://"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			_, err := parseFlags(tc.args)
@@ -198,4 +199,15 @@ func TestTransportTargets(t *testing.T) {
 			checkClean(t, rep)
 		})
 	}
+}
+
+func TestTargetURLShorthand(t *testing.T) {
+	cfg, err := parseFlags([]string{"-target", "nats://127.0.0.1:4222"})
+	require.NoError(t, err)
+	require.Equal(t, "nats", cfg.Target)
+	require.Equal(t, "nats://127.0.0.1:4222", cfg.TargetURL)
+	cfg, err = parseFlags([]string{"-target", "kafka://127.0.0.1:9092"})
+	require.NoError(t, err)
+	require.Equal(t, "kafka", cfg.Target)
+	require.Equal(t, "127.0.0.1:9092", cfg.TargetURL)
 }
