@@ -39,9 +39,14 @@ type config struct {
 	child   bool
 	logs    string
 	produce bool
+	seqLo   uint64
 
 	delay delayDist
 }
+
+// maxCrashes bounds -crash: every child gets its own range of 2^childBits
+// sequence numbers below 2^seqBits.
+const maxCrashes = 1<<(seqBits-childBits) - 2
 
 // minPayload holds the sequence number and due time the checks need.
 const minPayload = 16
@@ -73,6 +78,7 @@ func parseFlags(args []string) (config, error) {
 	fs.BoolVar(&c.child, "child", false, "internal: run as the child of -crash")
 	fs.StringVar(&c.logs, "logs", "", "internal: the child's log directory")
 	fs.BoolVar(&c.produce, "produce", true, "internal: whether the child schedules new messages")
+	fs.Uint64Var(&c.seqLo, "seqlo", 0, "internal: the child's first sequence number")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -138,8 +144,8 @@ func (c *config) validate() error {
 	if c.Replay != "" && c.Crash > 0 {
 		bad("-replay and -crash are separate modes; choose one")
 	}
-	if c.Crash < 0 || c.Crash > 1000 {
-		bad("-crash %d: allowed 0..1000", c.Crash)
+	if c.Crash < 0 || c.Crash > maxCrashes {
+		bad("-crash %d: allowed 0..%d", c.Crash, maxCrashes)
 	}
 	d, err := parseDelay(c.Delay)
 	if err != nil {

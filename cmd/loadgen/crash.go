@@ -36,15 +36,17 @@ const (
 	delRecord = 24 // seq, due, delivered at
 )
 
-func openChildLogs(dir string) (*childLogs, error) {
-	open := func(name string) (*os.File, error) {
-		return os.OpenFile(filepath.Join(dir, name), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+// openChildLogs opens child's own pair of logs: a record torn by a kill can
+// only be the last of its file, where checkLogs drops it.
+func openChildLogs(dir string, child uint64) (*childLogs, error) {
+	open := func(kind string) (*os.File, error) {
+		return os.OpenFile(filepath.Join(dir, fmt.Sprintf("%s.%04d.log", kind, child)), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	}
-	acks, err := open("acks.log")
+	acks, err := open("acks")
 	if err != nil {
 		return nil, err
 	}
-	dels, err := open("deliveries.log")
+	dels, err := open("deliveries")
 	if err != nil {
 		acks.Close()
 		return nil, err
@@ -81,14 +83,15 @@ func (l *childLogs) close() error {
 // with -produce=false, fires everything pending and exits cleanly, leaving
 // its recovery figures in recovery.json.
 func runChild(ctx context.Context, cfg config) error {
-	logs, err := openChildLogs(cfg.logs)
+	logs, err := openChildLogs(cfg.logs, cfg.seqLo>>childBits)
 	if err != nil {
 		return fmt.Errorf("child logs: %w", err)
 	}
 	defer logs.close()
 	s := newSession(cfg)
 	s.logs = logs
-	s.seqLo = cfg.Seed << 28 // each child its own range of 2^28 sequence numbers
+	s.seqLo = cfg.seqLo
+	s.cfg.N = 1<<childBits - 1 // stay inside this child's sequence range
 	if err := s.open(ctx, cfg.Dir); err != nil {
 		return err
 	}
@@ -98,7 +101,12 @@ func runChild(ctx context.Context, cfg config) error {
 		return err
 	}
 	last := time.Now()
+	deadline := time.Now().Add(cfg.delay.maxDelay + time.Minute)
 	for ctx.Err() == nil {
+		if time.Now().After(deadline) {
+			s.close()
+			return fmt.Errorf("final run: messages still pending %v after open; the parent will count them lost", time.Since(deadline.Add(-cfg.delay.maxDelay-time.Minute)).Round(time.Second))
+		}
 		st := s.eng.Stats()
 		if !cfg.Quiet && time.Since(last) >= time.Second {
 			last = time.Now()
@@ -152,7 +160,9 @@ func runCrash(ctx context.Context, cfg config, out io.Writer) (*report, error) {
 	rng := rand.New(rand.NewPCG(cfg.Seed, 7))
 	child := func(i int, produce bool) *exec.Cmd {
 		args := []string{"-child", "-logs", logs, "-dir", dir, "-produce=" + strconv.FormatBool(produce),
-			"-seed", strconv.Itoa(i + 1), "-producers", strconv.Itoa(cfg.Producers), "-batch", strconv.Itoa(cfg.Batch),
+			"-seqlo", strconv.FormatUint(uint64(i+1)<<childBits, 10),
+			"-seed", strconv.FormatUint(cfg.Seed+uint64(i)+1, 10), "-parallelism", strconv.Itoa(cfg.Parallelism),
+			"-producers", strconv.Itoa(cfg.Producers), "-batch", strconv.Itoa(cfg.Batch),
 			"-delay", cfg.Delay, "-payload", strconv.Itoa(cfg.Payload), "-shards", strconv.Itoa(cfg.Shards),
 			"-tick", cfg.Tick.String(), "-window", cfg.Window.String(), "-rate", strconv.FormatFloat(cfg.Rate, 'f', -1, 64),
 			"-quiet=" + strconv.FormatBool(cfg.Quiet)}
@@ -216,24 +226,30 @@ func runCrash(ctx context.Context, cfg config, out io.Writer) (*report, error) {
 func checkLogs(dir string) (*report, error) {
 	tr := &tracker{}
 	var late hist
-	read := func(name string, size int, fn func(b []byte)) error {
-		b, err := os.ReadFile(filepath.Join(dir, name))
+	read := func(kind string, size int, fn func(b []byte)) error {
+		files, err := filepath.Glob(filepath.Join(dir, kind+".*.log"))
 		if err != nil {
-			return fmt.Errorf("read %s: %w", name, err)
+			return err
 		}
-		b = b[:len(b)/size*size] // a record cut by a kill is not a record
-		for ; len(b) > 0; b = b[size:] {
-			fn(b[:size])
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return fmt.Errorf("read %s: %w", f, err)
+			}
+			b = b[:len(b)/size*size] // a record cut by a kill is the file's last
+			for ; len(b) > 0; b = b[size:] {
+				fn(b[:size])
+			}
 		}
 		return nil
 	}
-	if err := read("acks.log", ackRecord, func(b []byte) {
+	if err := read("acks", ackRecord, func(b []byte) {
 		tr.ack(binary.LittleEndian.Uint64(b))
 	}); err != nil {
 		return nil, err
 	}
 	var first, last int64
-	if err := read("deliveries.log", delRecord, func(b []byte) {
+	if err := read("deliveries", delRecord, func(b []byte) {
 		seq := binary.LittleEndian.Uint64(b)
 		due := int64(binary.LittleEndian.Uint64(b[8:]))
 		at := int64(binary.LittleEndian.Uint64(b[16:]))

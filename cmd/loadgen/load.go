@@ -146,15 +146,22 @@ func (s *session) produce(ctx context.Context, until time.Time) error {
 					}
 				}
 				seq0 := s.seqLo + uint64(next.Add(k)-k)
-				buf := make([]byte, int(k)*s.cfg.Payload) // the engine keeps payloads: no reuse
 				now := time.Now()
 				for i := range k {
-					p := buf[int(i)*s.cfg.Payload : int(i+1)*s.cfg.Payload]
+					// One allocation per message, as a caller's payloads
+					// are: the engine keeps each until it fires, and a
+					// shared batch buffer would live as long as its last.
+					p := make([]byte, s.cfg.Payload)
 					due := now.Add(s.cfg.delay.sample(rng))
 					encodePayload(p, seq0+uint64(i), due)
 					msgs[i] = engine.Message{Dest: s.tgt.dest, Due: due, Payload: p}
 				}
 				t0 := time.Now()
+				if perProducer > 0 && pace.Before(t0) {
+					// Paced: latency counts from when the batch should have
+					// gone, so a stall that delays the next send shows.
+					t0 = pace
+				}
 				_, err := s.eng.ScheduleBatch(ctx, msgs[:k])
 				lat := time.Since(t0)
 				s.sched.Add(k)
@@ -282,6 +289,11 @@ producing:
 	schedSecs := time.Since(s.start).Seconds()
 	if err == nil {
 		s.drain(ctx, out, 30*time.Second)
+	}
+	if ctx.Err() != nil {
+		// Messages not yet due are not lost; an interrupted run has no verdict.
+		s.close()
+		return nil, fmt.Errorf("interrupted after %.1fs, before every message was due: no verdict", time.Since(s.start).Seconds())
 	}
 	rep := s.finish(ctx, schedSecs)
 	if err != nil {

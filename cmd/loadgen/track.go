@@ -37,15 +37,27 @@ type tracker struct {
 	acked, delivered, duplicates, early, unexpected atomic.Int64
 }
 
-const chunkBits = 20
+// Sequence numbers live below 2^seqBits; chunks of 2^chunkBits are
+// allocated on first use, so the sparse ranges of -crash children (one
+// 2^childBits range each) cost only what they use.
+const (
+	seqBits   = 36
+	chunkBits = 16
+	childBits = 24
+)
 
-// trackChunk holds 2^20 messages: bit 31 of a word says acknowledged, the
+// trackChunk holds 2^16 messages: bit 31 of a word says acknowledged, the
 // low bits count deliveries.
 type trackChunk [1 << chunkBits]atomic.Uint32
 
 const ackedBit = 1 << 31
 
+// slot returns seq's word, or nil for a sequence number no run hands out
+// (a payload that is not ours).
 func (t *tracker) slot(seq uint64) *atomic.Uint32 {
+	if seq >= 1<<seqBits {
+		return nil
+	}
 	ci := int(seq >> chunkBits)
 	if cs := t.chunks.Load(); cs != nil && ci < len(*cs) && (*cs)[ci] != nil {
 		return &(*cs)[ci][seq&(1<<chunkBits-1)]
@@ -69,6 +81,9 @@ func (t *tracker) slot(seq uint64) *atomic.Uint32 {
 // ack records that Schedule returned success for seq.
 func (t *tracker) ack(seq uint64) {
 	w := t.slot(seq)
+	if w == nil {
+		return // not a sequence number a run hands out: nothing to expect
+	}
 	for {
 		v := w.Load()
 		if w.CompareAndSwap(v, v|ackedBit) {
@@ -80,10 +95,15 @@ func (t *tracker) ack(seq uint64) {
 
 // deliver records one delivery of seq at time at, due at due.
 func (t *tracker) deliver(seq uint64, due, at int64) {
+	w := t.slot(seq)
+	if w == nil {
+		t.unexpected.Add(1)
+		return
+	}
 	if at < due {
 		t.early.Add(1)
 	}
-	if t.slot(seq).Add(1)&^ackedBit > 1 {
+	if w.Add(1)&^ackedBit > 1 {
 		t.duplicates.Add(1)
 		return
 	}
