@@ -43,10 +43,10 @@
 //
 // Cascading is exact: an entry is re-placed by its own due tick whenever the
 // cursor enters its slot, and is returned only from a level-0 slot, which
-// holds a single tick. Kafka's TimingWheel, by contrast, expires a whole
-// bucket when its start time arrives, so a task can fire up to one tick of
-// the level early; here nothing comes out before its due tick, and due times
-// are rounded up to a tick, so nothing comes out before its due time either.
+// holds a single tick. Kafka's TimingWheel, by contrast, expires a bucket when
+// the bucket's start time arrives, so a task can fire before its due time;
+// here nothing comes out before its due tick, and due times are rounded up to
+// a tick, so nothing comes out before its due time either.
 //
 // The cursor never ticks through empty slots: one occupancy bitmap per level
 // finds the next occupied slot with a couple of bit operations, so Advance
@@ -57,25 +57,29 @@
 //
 // # Ordering
 //
-// Advance returns entries in due order, ties in insert order. Slots are FIFO
-// lists and cascades re-place entries in list order, so entries that share a
-// tick stay in the order they were inserted, whichever levels they passed
-// through. An entry inserted already due (at or before cur) waits on an
+// Advance returns entries in due order, ties in insert order. Slots are
+// arrays appended to in insert order, and cascades re-place entries in array
+// order, so entries that share a tick stay in the order they were inserted,
+// whichever levels they passed through. An entry inserted already due (at or before cur) waits on an
 // overdue list that the next Advance returns first, sorted by due time.
 //
 // # Memory
 //
-// Entries live in one slab ([]entry, 32 bytes each) linked by int32 indices,
-// with a free list. The slab holds no pointers, so ten million pending entries
-// are one object the garbage collector never scans, and insert, cancel and
-// expiry allocate nothing once the slab has grown to the peak. A Handle packs
+// Entries live in one slab ([]entry, 24 bytes each); a slot is an array of
+// 8-byte refs (slab index and generation), and free entries wait on a stack
+// of indices. None of these hold pointers, so ten million pending entries
+// cost the garbage collector nothing to scan, and insert, cancel and expiry
+// allocate nothing once the arrays have grown to their peak. A Handle packs
 // the slab index with a generation that moves on when the entry is freed, so
-// cancelling a stale Handle is harmless.
+// cancelling a stale Handle is harmless. Cancel is lazy: it frees the entry at
+// once and leaves a dead ref that the next walk of the slot skips; a slot
+// whose dead refs outnumber its live ones twice over is compacted.
 //
 // # Checks
 //
 // Built with the invariants tag (as the tests are), the wheel verifies its
-// whole structure — list links, slot membership, occupancy bitmaps, slot
-// minimums and counts — after every operation while small, and about once
-// per Len() operations when large, so the cost stays O(1) amortised.
+// whole structure — slot membership, occupancy bitmaps, slot minimums, live
+// counts, the free stack — after every operation while its slab is small, and
+// about once per slab-size operations when large, so the cost stays O(1)
+// amortised.
 package wheel

@@ -102,8 +102,8 @@ type Wheel struct {
 	// limit; curHead counts the refs of that slot already handed out.
 	cur     uint64
 	curHead int
-	// now is the largest tick Advance was asked for; cur < now only while a
-	// limited Advance has left due entries behind.
+	// now is the largest tick Advance was asked for; cur ≤ now, and cur < now
+	// only after a limited Advance stopped early.
 	now uint64
 
 	entries []entry
@@ -335,12 +335,22 @@ func (w *Wheel) drainOverdue(dst []uint64, end int, until uint64) []uint64 {
 	}
 	if w.overdueLive == 0 {
 		w.resetOverdue()
+	} else if w.overdueHead > 64 && w.overdueHead > len(w.overdue)/2 {
+		// A backlog drained by limited advances while more keeps arriving
+		// never empties: move the rest down instead of growing forever.
+		n := copy(w.overdue, w.overdue[w.overdueHead:])
+		clear(w.overdue[n:])
+		w.overdue, w.overdueHead = w.overdue[:n], 0
 	}
 	return dst
 }
 
 func (w *Wheel) resetOverdue() {
-	w.overdue, w.overdueHead, w.overdueSorted, w.overdueMax = w.overdue[:0], 0, true, 0
+	o := w.overdue
+	if cap(o) > 4096 && len(o) < cap(o)/4 {
+		o = nil
+	}
+	w.overdue, w.overdueHead, w.overdueSorted, w.overdueMax = o[:0], 0, true, 0
 }
 
 // drainCur hands out the entries of cur's level-0 slot, oldest first, up to end.
@@ -511,9 +521,11 @@ func (w *Wheel) release(i int32) {
 	w.n--
 }
 
-// refreshSlotMin recomputes a slot's earliest due tick. slotMin only goes
-// stale low (a cancel removed the earliest), so this runs at most once per
-// cancel of a slot minimum.
+// refreshSlotMin recomputes a slot's earliest due tick by walking the slot.
+// slotMin only goes stale low (a cancel removed the earliest), so this runs
+// at most once per cancel of a slot minimum; a workload that keeps
+// cancelling the earliest entry of one huge coarse slot pays a walk of that
+// slot per NextDue.
 func (w *Wheel) refreshSlotMin(idx int) {
 	m := uint64(math.MaxUint64)
 	for _, r := range w.buckets[idx] {

@@ -196,3 +196,17 @@ func TestAnEntryIsRetiredBeforeItsGenerationWraps(t *testing.T) {
 	require.Equal(t, []uint64{1, 4}, w.Advance(1<<41, nil))
 	require.False(t, w.Cancel(old))
 }
+
+func TestAnOverdueBacklogDoesNotGrowWithoutBound(t *testing.T) {
+	w := newWheel(t, wheel.Options{Tick: 1, Start: 1000})
+	var buf []uint64
+	w.Insert(5, 1<<40)
+	w.Insert(5, 1<<40+1)
+	for i := range uint64(100_000) {
+		w.Insert(5, 2*i)
+		w.Insert(5, 2*i+1)
+		buf = w.AdvanceLimit(1000, 2, buf[:0]) // always two behind
+	}
+	require.Equal(t, 2, w.Len())
+	require.Less(t, w.Refs(), 1000, "handed-out overdue refs are reclaimed")
+}
