@@ -38,6 +38,21 @@ func (e *Engine) Cancel(ctx context.Context, id ID) error {
 		return err
 	}
 	if e.store == nil {
+		var nerr error
+		if m, ok, _ := e.shadowOf(ctx, s, id, nil); ok {
+			if nerr = e.cancelNative(ctx, &m); nerr != nil && !errors.Is(nerr, ErrNativeFired) {
+				return fmt.Errorf("engine: cancel %s: %w", id, nerr)
+			}
+			// The broker no longer holds it: drop the shadow whatever
+			// happened to it meanwhile.
+			e.ask(s, cmd{kind: cmdCancel, id: id})
+			if nerr != nil {
+				e.st.nativeFired.Add(1)
+				return fmt.Errorf("engine: cancel %s: %w", id, nerr)
+			}
+			e.st.cancelled.Add(1)
+			return nil
+		}
 		r := e.ask(s, cmd{kind: cmdCancel, id: id})
 		if r.err != nil {
 			return fmt.Errorf("engine: cancel %s: %w", id, r.err)
@@ -49,7 +64,29 @@ func (e *Engine) Cancel(ctx context.Context, id ID) error {
 	if r.err != nil {
 		return fmt.Errorf("engine: cancel %s: %w", id, r.err)
 	}
-	_, err = e.store.Resolve(ctx, wal.Batch{Done: []wal.Done{{ID: id, Reason: wal.Cancelled}}})
+	reason, nerr := wal.Cancelled, error(nil)
+	m, ok, err := e.shadowOf(ctx, s, id, &r)
+	if err != nil {
+		s.cmds <- cmd{kind: cmdRelease, id: id, restore: r.found, m: r.m}
+		return fmt.Errorf("engine: cancel %s: %w", id, err)
+	}
+	if ok {
+		// Native: the broker first. A crash after it leaves the shadow,
+		// which is resolved harmlessly at its due time.
+		if nerr = e.cancelNative(ctx, &m); nerr != nil {
+			if !errors.Is(nerr, ErrNativeFired) {
+				s.cmds <- cmd{kind: cmdRelease, id: id, restore: r.found, m: r.m}
+				return fmt.Errorf("engine: cancel %s: %w", id, nerr)
+			}
+			reason = wal.Delivered
+		}
+	}
+	_, err = e.store.Resolve(ctx, wal.Batch{Done: []wal.Done{{ID: id, Reason: reason}}})
+	if err == nil && nerr != nil {
+		s.cmds <- cmd{kind: cmdRelease, id: id}
+		e.st.nativeFired.Add(1)
+		return fmt.Errorf("engine: cancel %s: %w", id, nerr)
+	}
 	if err != nil {
 		s.cmds <- cmd{kind: cmdRelease, id: id, restore: r.found, m: r.m}
 		if errors.Is(err, wal.ErrNotFound) {
@@ -82,6 +119,13 @@ func (e *Engine) Reschedule(ctx context.Context, id ID, due time.Time) error {
 	}
 	dueNs := max(0, due.UnixNano())
 	if e.store == nil {
+		if m, ok, _ := e.shadowOf(ctx, s, id, nil); ok {
+			// Native: the broker replaces the schedule atomically.
+			dueNs = e.clampDue(dueNs)
+			if err := e.scheduleNative(ctx, &m, id, dueNs); err != nil {
+				return fmt.Errorf("engine: reschedule %s: %w", id, err)
+			}
+		}
 		r := e.ask(s, cmd{kind: cmdResched, id: id, due: dueNs})
 		if r.err != nil {
 			return fmt.Errorf("engine: reschedule %s: %w", id, r.err)
@@ -100,6 +144,16 @@ func (e *Engine) Reschedule(ctx context.Context, id ID, due time.Time) error {
 			if errors.Is(err, wal.ErrNotFound) {
 				return fmt.Errorf("engine: reschedule %s: %w", id, ErrNotFound)
 			}
+			return fmt.Errorf("engine: reschedule %s: %w", id, err)
+		}
+	}
+	if isShadow(&m) {
+		// Native: the broker replaces the schedule atomically, then the
+		// shadow follows. A crash in between leaves the shadow at the old
+		// due time, resolved harmlessly then; the broker fires at the new.
+		dueNs = e.clampDue(dueNs)
+		if err := e.scheduleNative(ctx, &m, id, dueNs); err != nil {
+			s.cmds <- cmd{kind: cmdRelease, id: id, restore: r.found, m: r.m}
 			return fmt.Errorf("engine: reschedule %s: %w", id, err)
 		}
 	}
@@ -158,12 +212,12 @@ func (e *Engine) Get(ctx context.Context, id ID) (Info, error) {
 }
 
 func infoOf(m *wal.Message, st State) Info {
-	return Info{ID: m.ID, State: st, Message: fromWal(m), Attempts: int(m.Attempt)}
+	return Info{ID: m.ID, State: st, Message: fromWal(m), Attempts: int(m.Attempt), Native: isShadow(m)}
 }
 
 func fromWal(m *wal.Message) Message {
 	out := Message{Dest: m.Dest, Key: m.Key, Payload: m.Payload, Due: time.Unix(0, m.Due),
-		Headers: toTransportHeaders(m.Headers)}
+		Headers: toTransportHeaders(callerHeaders(m.Headers))}
 	if m.Expires != 0 {
 		out.Expires = time.Unix(0, m.Expires)
 	}

@@ -139,8 +139,9 @@ const (
 	resRetry
 	resDead
 	resExpired
-	resGone  // the store no longer holds it as pending (cancelled meanwhile)
-	resStuck // the store failed: left pending on disk, dropped from RAM
+	resGone   // the store no longer holds it as pending (cancelled meanwhile)
+	resStuck  // the store failed: left pending on disk, dropped from RAM
+	resNative // a shadow's due time came: its broker fires it (native scheduling)
 )
 
 type result struct {
@@ -209,6 +210,10 @@ func (e *Engine) deliver(b *batch, sc *scratch) {
 	live := 0
 	for k := range b.msgs {
 		m := &b.msgs[k]
+		if isShadow(m) {
+			b.res[k] = result{kind: resNative}
+			continue
+		}
 		if m.Expires != 0 && wall > m.Expires {
 			b.res[k] = result{kind: resExpired}
 			continue
@@ -247,6 +252,8 @@ func (e *Engine) deliver(b *batch, sc *scratch) {
 			e.st.dead.Add(1)
 		case resExpired:
 			e.st.expired.Add(1)
+		case resNative:
+			e.st.nativeFired.Add(1)
 		}
 	}
 	b.s.results <- b
@@ -454,7 +461,7 @@ func (e *Engine) commitMemory(b *batch, cascades [][]wal.Message, now time.Time)
 	}
 	if len(all) > 0 {
 		// Cascades are already validated; only MaxPending can refuse them.
-		if _, err := e.insertMemory(context.Background(), all, false); err != nil {
+		if _, _, err := e.insertMemory(context.Background(), all, false); err != nil {
 			e.log.Warn("engine: cascaded messages dropped", "count", len(all), "err", err)
 		}
 	}
@@ -478,6 +485,8 @@ func (e *Engine) commitDurable(b *batch, cascades [][]wal.Message, sc *scratch) 
 					}
 				case resExpired:
 					wb.Done = append(wb.Done, wal.Done{ID: m.ID, Reason: wal.Expired})
+				case resNative:
+					wb.Done = append(wb.Done, wal.Done{ID: m.ID, Reason: wal.Delivered})
 				case resRetry:
 					wb.Update = append(wb.Update, wal.Update{ID: m.ID, Due: r.due, Attempt: r.attempt})
 				case resDead:

@@ -75,6 +75,13 @@
 //     retried message takes its new due time's place.
 //   - In memory mode, an idempotency key is remembered while its message is
 //     pending or dead-lettered.
-//   - Native broker scheduling (transport.NativeScheduler) is not used yet:
-//     every message is held by the engine.
+//   - Native scheduling: a message for a destination its transport
+//     schedules natively (transport.Registry.Native, e.g. a NATS
+//     NativeRoute), due more than Options.NativeMinLead ahead and without
+//     Expires, is handed to the broker at Schedule time; the engine keeps a
+//     pending shadow (Info.Native) so Cancel and Reschedule reach the
+//     broker, and resolves it at its due time without sending it
+//     (Stats.NativeFired). The broker's timer is less precise (JetStream:
+//     up to ~250 ms late) and its durability is the broker's. Cascaded
+//     messages are always held by the engine.
 package engine

@@ -78,6 +78,10 @@ type Info struct {
 	Attempts int
 	// Reason is why a dead letter died.
 	Reason string
+	// Native: the message was handed to its broker's native scheduler,
+	// which fires it (Options.NativeMinLead); the engine keeps it pending
+	// until its due time so Cancel and Reschedule reach the broker.
+	Native bool
 }
 
 // DeadLetter is a message that exhausted its retries or was rejected.
@@ -405,15 +409,33 @@ func (e *Engine) ScheduleBatch(ctx context.Context, msgs []Message) ([]ID, error
 		}
 		wms[i] = wm
 	}
+	nat := e.markNative(wms, now.UnixNano())
 	var ids []ID
+	var old []bool
 	var err error
 	if e.store == nil {
-		ids, err = e.insertMemory(ctx, wms, true)
+		ids, old, err = e.insertMemory(ctx, wms, true)
 	} else {
 		ids, err = e.appendDurable(ctx, wms)
+		if nat != nil {
+			old = make([]bool, len(ids))
+			for i := range ids {
+				old[i] = wms[i].ID == 0 // appendDurable zeroes the IDs of existing messages
+			}
+		}
+	}
+	if nat != nil {
+		// Even after an error: shadows recorded by then (a memory shard's
+		// ErrFull, a later chunk's store failure) must reach their broker,
+		// or they would be resolved at their due time with nothing sent.
+		if herr := e.handOff(ctx, wms, nat, ids, old); err == nil {
+			err = herr
+		}
 	}
 	if err == nil {
 		e.st.scheduled.Add(uint64(len(msgs)))
+	} else if e.store != nil {
+		ids = nil
 	}
 	return ids, err
 }
@@ -429,7 +451,8 @@ func (e *Engine) appendDurable(ctx context.Context, wms []wal.Message) ([]ID, er
 			if errors.Is(err, wal.ErrFailed) {
 				e.failStore(err)
 			}
-			return nil, fmt.Errorf("engine: schedule: %w", err)
+			// ids holds the earlier chunks' IDs (they are durable).
+			return ids, fmt.Errorf("engine: schedule: %w", err)
 		}
 		for i := range chunk {
 			ids = append(ids, app[i].ID)
@@ -475,7 +498,7 @@ var replyPool = sync.Pool{New: func() any { return make(chan reply, 1) }}
 // (honouring idempotency keys); with wait it returns only once every shard
 // has inserted. An ordered queue's keyed messages live on the queue's shard,
 // so in memory mode their keys are remembered per shard.
-func (e *Engine) insertMemory(ctx context.Context, wms []wal.Message, wait bool) ([]ID, error) {
+func (e *Engine) insertMemory(ctx context.Context, wms []wal.Message, wait bool) ([]ID, []bool, error) {
 	n := len(e.shards)
 	per := make([][]wal.Message, n)
 	var pos [][]int
@@ -491,7 +514,7 @@ func (e *Engine) insertMemory(ctx context.Context, wms []wal.Message, wait bool)
 			}
 		}
 		if e.shards[sh].nlive.Load() >= int64(e.opts.MaxPending) {
-			return nil, fmt.Errorf("%w: shard %d holds MaxPending = %d messages", ErrFull, sh, e.opts.MaxPending)
+			return nil, nil, fmt.Errorf("%w: shard %d holds MaxPending = %d messages", ErrFull, sh, e.opts.MaxPending)
 		}
 		per[sh] = append(per[sh], wms[i])
 		if wait {
@@ -513,9 +536,10 @@ func (e *Engine) insertMemory(ctx context.Context, wms []wal.Message, wait bool)
 		e.postShard(i, p, ch)
 	}
 	if !wait {
-		return nil, nil
+		return nil, nil, nil
 	}
 	ids := make([]ID, len(wms))
+	old := make([]bool, len(wms))
 	var err error
 	for k, ch := range chs {
 		r := <-ch
@@ -525,7 +549,8 @@ func (e *Engine) insertMemory(ctx context.Context, wms []wal.Message, wait bool)
 		}
 		for j, id := range r.ids {
 			ids[pos[shardsOf[k]][j]] = id
+			old[pos[shardsOf[k]][j]] = r.old[j]
 		}
 	}
-	return ids, err
+	return ids, old, err
 }

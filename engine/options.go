@@ -59,6 +59,13 @@ type Options struct {
 	// MaxInFlight bounds the batches in flight per destination (transports).
 	// Default Dispatchers/2. Local queues use their Parallelism instead.
 	MaxInFlight int
+	// NativeMinLead: a message for a destination its transport schedules
+	// natively (transport.Registry.Native, e.g. a NATS NativeRoute) is handed
+	// to the broker at Schedule time when it is due more than NativeMinLead
+	// from now and has no Expires; nearer messages are held by the engine,
+	// whose wheel is more precise than the broker's timer. Default 1 s;
+	// negative disables native scheduling.
+	NativeMinLead time.Duration
 
 	// Clock is the source of time. Default RealClock{}; tests use FakeClock.
 	Clock Clock
@@ -136,6 +143,8 @@ const (
 	DefaultRetryBase   = time.Second
 	DefaultRetryMax    = time.Hour
 	DefaultJitter      = 0.2
+	// DefaultNativeMinLead is Options.NativeMinLead's default.
+	DefaultNativeMinLead = time.Second
 )
 
 func (p RetryPolicy) isZero() bool {
@@ -283,6 +292,9 @@ func (o Options) withDefaults() Options {
 	if o.MaxInFlight == 0 {
 		o.MaxInFlight = max(1, o.Dispatchers/2)
 	}
+	if o.NativeMinLead == 0 {
+		o.NativeMinLead = DefaultNativeMinLead
+	}
 	if o.Clock == nil {
 		o.Clock = RealClock{}
 	}
@@ -300,8 +312,8 @@ func (o Options) String() string {
 	if d.Dir != "" {
 		mode = "durable dir=" + d.Dir
 	}
-	return fmt.Sprintf("%s shards=%d tick=%v window=%v max_pending=%d dispatchers=%d max_batch=%d max_ready=%d max_in_flight=%d retry=%+v",
-		mode, d.Shards, d.Tick, d.Window, d.MaxPending, d.Dispatchers, d.MaxBatch, d.MaxReady, d.MaxInFlight, d.Retry)
+	return fmt.Sprintf("%s shards=%d tick=%v window=%v max_pending=%d dispatchers=%d max_batch=%d max_ready=%d max_in_flight=%d native_min_lead=%v retry=%+v",
+		mode, d.Shards, d.Tick, d.Window, d.MaxPending, d.Dispatchers, d.MaxBatch, d.MaxReady, d.MaxInFlight, d.NativeMinLead, d.Retry)
 }
 
 // Handler handles one delivery of a message to a local queue. Returning nil

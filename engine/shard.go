@@ -80,6 +80,7 @@ type reply struct {
 	m     wal.Message
 	msgs  []wal.Message
 	ids   []wal.ID
+	old   []bool // cmdInsert: the ID is an existing message's (idempotency key)
 }
 
 // parkQ is a FIFO of item indices waiting for a dispatcher (a ready queue).
@@ -268,21 +269,24 @@ func (s *shard) handle(c cmd) bool {
 	case cmdInsert:
 		var err error
 		var ids []wal.ID
+		var old []bool
 		if c.reply != nil {
 			ids = make([]wal.ID, len(c.msgs))
+			old = make([]bool, len(c.msgs))
 		}
 		for i := range c.msgs {
+			known := c.msgs[i].ID == 0 && c.msgs[i].Key != "" && s.keys[c.msgs[i].Key] != 0
 			id, e := s.insert(c.msgs[i])
 			if e != nil && err == nil {
 				err = e
 			}
 			if ids != nil {
-				ids[i] = id
+				ids[i], old[i] = id, known
 			}
 		}
 		s.e.busyDone(1)
 		if c.reply != nil {
-			c.reply <- reply{err: err, ids: ids}
+			c.reply <- reply{err: err, ids: ids, old: old}
 		}
 	case cmdForget:
 		s.forgetKey(&c.m)

@@ -11,6 +11,7 @@ import (
 type counters struct {
 	scheduled, fired, delivered, retried, dead, cancelled, expired atomic.Uint64
 	earlyCaught, loaded                                            atomic.Uint64
+	nativeScheduled, nativeFired                                   atomic.Uint64
 	lateness                                                       histogram
 }
 
@@ -110,6 +111,11 @@ type Stats struct {
 	EarlyCaught uint64
 	// Loaded counts messages paged in from the store.
 	Loaded uint64
+	// NativeScheduled counts messages handed to a broker's native scheduler
+	// at Schedule time (Options.NativeMinLead); NativeFired counts those
+	// the engine resolved as fired by the broker (their due time came, or a
+	// Cancel found the broker had fired them). Neither counts in Delivered.
+	NativeScheduled, NativeFired uint64
 	// DuplicatesEstimate is an upper bound of deliveries that may repeat
 	// one from before the last crash: messages that were overdue at Open
 	// (they may have been in flight), capped by the in-flight capacity.
@@ -124,18 +130,20 @@ type Stats struct {
 // Stats returns a snapshot of the counters.
 func (e *Engine) Stats() Stats {
 	st := Stats{
-		Pending:      make([]int64, len(e.shards)),
-		InFlight:     e.busy.Load(),
-		Scheduled:    e.st.scheduled.Load(),
-		Fired:        e.st.fired.Load(),
-		Delivered:    e.st.delivered.Load(),
-		Retried:      e.st.retried.Load(),
-		DeadLettered: e.st.dead.Load(),
-		Cancelled:    e.st.cancelled.Load(),
-		Expired:      e.st.expired.Load(),
-		EarlyCaught:  e.st.earlyCaught.Load(),
-		Loaded:       e.st.loaded.Load(),
-		Lateness:     e.st.lateness.summary(),
+		Pending:         make([]int64, len(e.shards)),
+		InFlight:        e.busy.Load(),
+		Scheduled:       e.st.scheduled.Load(),
+		Fired:           e.st.fired.Load(),
+		Delivered:       e.st.delivered.Load(),
+		Retried:         e.st.retried.Load(),
+		DeadLettered:    e.st.dead.Load(),
+		Cancelled:       e.st.cancelled.Load(),
+		Expired:         e.st.expired.Load(),
+		EarlyCaught:     e.st.earlyCaught.Load(),
+		Loaded:          e.st.loaded.Load(),
+		NativeScheduled: e.st.nativeScheduled.Load(),
+		NativeFired:     e.st.nativeFired.Load(),
+		Lateness:        e.st.lateness.summary(),
 	}
 	for i, s := range e.shards {
 		st.Pending[i] = s.nlive.Load()
