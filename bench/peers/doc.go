@@ -1,0 +1,17 @@
+// Command peers runs the Hourglass comparison workload — N messages due
+// uniformly over a window, C producers, each payload carrying its sequence
+// number and due time — against asynq on Redis, River on PostgreSQL,
+// Hourglass (durable and in memory) and time.AfterFunc in one run, and
+// prints one table: schedules/s, fires/s, lateness p50/p99/max, memory per
+// pending message, lost and early.
+//
+// It is a nested module so the peers' client libraries stay out of the main
+// module, and it is not part of CI. run.sh installs and starts Redis and
+// PostgreSQL on loopback, runs this program and stops them:
+//
+//	bench/peers/run.sh -n 100000 -window 10s -producers 4
+//
+// Each system's wait for deliveries ends Timeout after its last due time;
+// a system that cannot keep up is reported with what it reached (lost
+// counts the messages not delivered by then, "timeout" marks the row).
+package main
