@@ -268,6 +268,7 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 	}
 	e.closed = true
 	e.gate.Unlock()
+	e.appends.Wait() // writes callers gave up on still reach their shards
 	for _, s := range e.shards {
 		e.ask(s, cmd{kind: cmdStop})
 	}

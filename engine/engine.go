@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -115,7 +116,10 @@ type Engine struct {
 	dctx   context.Context
 	dstop  context.CancelFunc
 	wg     sync.WaitGroup // dispatchers
-	rr     atomic.Uint64
+	// appends counts store appends still running for a caller that gave up
+	// (its ctx ended); Shutdown waits for them before stopping the shards.
+	appends sync.WaitGroup
+	rr      atomic.Uint64
 
 	gate   sync.RWMutex // held (read) by API calls; Shutdown takes it to close
 	closed bool         // guarded by gate
@@ -441,12 +445,15 @@ func (e *Engine) ScheduleBatch(ctx context.Context, msgs []Message) ([]ID, error
 }
 
 func (e *Engine) appendDurable(ctx context.Context, wms []wal.Message) ([]ID, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("engine: schedule: %w", err)
+	}
 	ids := make([]ID, 0, len(wms))
 	for len(wms) > 0 {
 		n := min(len(wms), wal.MaxCallMessages)
 		chunk := wms[:n]
 		wms = wms[n:]
-		app, err := e.store.Append(ctx, chunk)
+		app, err := e.appendChunk(ctx, chunk)
 		if err != nil {
 			if errors.Is(err, wal.ErrFailed) {
 				e.failStore(err)
@@ -454,23 +461,53 @@ func (e *Engine) appendDurable(ctx context.Context, wms []wal.Message) ([]ID, er
 			// ids holds the earlier chunks' IDs (they are durable).
 			return ids, fmt.Errorf("engine: schedule: %w", err)
 		}
-		for i := range chunk {
+		for i := range app {
 			ids = append(ids, app[i].ID)
-			if app[i].Existing {
-				chunk[i].ID = 0
-			} else {
-				chunk[i].ID = app[i].ID
-			}
 		}
-		e.postInserts(chunk)
 	}
 	return ids, nil
+}
+
+// appendChunk makes one chunk durable and hands its new messages to their
+// shards. The store write and the hand-off run to the end even if ctx ends
+// first: a write the store had already taken may still land, and a message
+// that lands must reach its shard, or nothing would load it before a restart
+// (the shard's window has moved on). The caller whose ctx ended hears its
+// error; a retry with the same idempotency key finds the message.
+func (e *Engine) appendChunk(ctx context.Context, chunk []wal.Message) ([]wal.Appended, error) {
+	type result struct {
+		app []wal.Appended
+		err error
+	}
+	done := make(chan result, 1)
+	e.appends.Add(1)
+	go func() {
+		defer e.appends.Done()
+		app, err := e.store.Append(context.WithoutCancel(ctx), chunk)
+		if err == nil {
+			for i := range chunk {
+				if app[i].Existing {
+					chunk[i].ID = 0 // already known: its shard has it, or will load it
+				} else {
+					chunk[i].ID = app[i].ID
+				}
+			}
+			e.postInserts(chunk)
+		}
+		done <- result{app, err}
+	}()
+	select {
+	case r := <-done:
+		return r.app, r.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w (the messages may still be scheduled: retry with their idempotency keys)", ctx.Err())
+	}
 }
 
 // postInserts hands newly durable messages (ID != 0) to their shards, which
 // take them into RAM if they fall inside the loaded window.
 func (e *Engine) postInserts(wms []wal.Message) {
-	if len(e.shards) == 1 {
+	if len(e.shards) == 1 && !slices.ContainsFunc(wms, func(m wal.Message) bool { return m.ID == 0 }) {
 		e.postShard(0, wms, nil)
 		return
 	}
