@@ -60,6 +60,46 @@ func (e *Engine) Cancel(ctx context.Context, id ID) error {
 		e.st.cancelled.Add(1)
 		return nil
 	}
+	return e.detach(ctx, func(ctx context.Context) error { return e.cancelDurable(ctx, s, id) })
+}
+
+// detach runs f, a claim-change-release sequence on the store, to its end
+// whatever happens to ctx: a store write already taken may still land, and
+// only f knows, once it returns, what to put back into the shard. A caller
+// whose ctx ends first hears its error (the change may still be applied);
+// Shutdown waits for f.
+func (e *Engine) detach(ctx context.Context, f func(context.Context) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	e.detached.Add(1)
+	go func() {
+		defer e.detached.Done()
+		done <- f(context.WithoutCancel(ctx))
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("%w (the change may still be applied)", ctx.Err())
+	}
+}
+
+// restoreFromStore ends a claim after a failed store call: the message goes
+// back as the store has it. A message that was not in RAM when claimed must
+// go back too, or a loader page that passed it during the claim would leave
+// it between the window and the disk.
+func (e *Engine) restoreFromStore(ctx context.Context, s *shard, id ID) {
+	m, err := e.store.Get(ctx, id)
+	if err != nil {
+		s.cmds <- cmd{kind: cmdRelease, id: id}
+		return
+	}
+	s.cmds <- cmd{kind: cmdRelease, id: id, restore: true, m: m}
+}
+
+func (e *Engine) cancelDurable(ctx context.Context, s *shard, id ID) error {
 	r := e.ask(s, cmd{kind: cmdClaim, id: id})
 	if r.err != nil {
 		return fmt.Errorf("engine: cancel %s: %w", id, r.err)
@@ -67,7 +107,7 @@ func (e *Engine) Cancel(ctx context.Context, id ID) error {
 	reason, nerr := wal.Cancelled, error(nil)
 	m, ok, err := e.shadowOf(ctx, s, id, &r)
 	if err != nil {
-		s.cmds <- cmd{kind: cmdRelease, id: id, restore: r.found, m: r.m}
+		e.restoreFromStore(ctx, s, id)
 		return fmt.Errorf("engine: cancel %s: %w", id, err)
 	}
 	if ok {
@@ -75,7 +115,7 @@ func (e *Engine) Cancel(ctx context.Context, id ID) error {
 		// which is resolved harmlessly at its due time.
 		if nerr = e.cancelNative(ctx, &m); nerr != nil {
 			if !errors.Is(nerr, ErrNativeFired) {
-				s.cmds <- cmd{kind: cmdRelease, id: id, restore: r.found, m: r.m}
+				e.restoreFromStore(ctx, s, id)
 				return fmt.Errorf("engine: cancel %s: %w", id, nerr)
 			}
 			reason = wal.Delivered
@@ -88,7 +128,7 @@ func (e *Engine) Cancel(ctx context.Context, id ID) error {
 		return fmt.Errorf("engine: cancel %s: %w", id, nerr)
 	}
 	if err != nil {
-		s.cmds <- cmd{kind: cmdRelease, id: id, restore: r.found, m: r.m}
+		e.restoreFromStore(ctx, s, id)
 		if errors.Is(err, wal.ErrNotFound) {
 			return fmt.Errorf("engine: cancel %s: %w", id, ErrNotFound)
 		}
@@ -132,15 +172,20 @@ func (e *Engine) Reschedule(ctx context.Context, id ID, due time.Time) error {
 		}
 		return nil
 	}
+	return e.detach(ctx, func(ctx context.Context) error { return e.rescheduleDurable(ctx, s, id, dueNs) })
+}
+
+func (e *Engine) rescheduleDurable(ctx context.Context, s *shard, id ID, dueNs int64) error {
 	r := e.ask(s, cmd{kind: cmdClaim, id: id})
 	if r.err != nil {
 		return fmt.Errorf("engine: reschedule %s: %w", id, r.err)
 	}
 	m := r.m
 	if !r.found {
+		var err error
 		m, err = e.store.Get(ctx, id)
 		if err != nil {
-			s.cmds <- cmd{kind: cmdRelease, id: id}
+			e.restoreFromStore(ctx, s, id)
 			if errors.Is(err, wal.ErrNotFound) {
 				return fmt.Errorf("engine: reschedule %s: %w", id, ErrNotFound)
 			}
@@ -153,13 +198,13 @@ func (e *Engine) Reschedule(ctx context.Context, id ID, due time.Time) error {
 		// due time, resolved harmlessly then; the broker fires at the new.
 		dueNs = e.clampDue(dueNs)
 		if err := e.scheduleNative(ctx, &m, id, dueNs); err != nil {
-			s.cmds <- cmd{kind: cmdRelease, id: id, restore: r.found, m: r.m}
+			e.restoreFromStore(ctx, s, id)
 			return fmt.Errorf("engine: reschedule %s: %w", id, err)
 		}
 	}
-	_, err = e.store.Resolve(ctx, wal.Batch{Update: []wal.Update{{ID: id, Due: dueNs, Attempt: m.Attempt}}})
+	_, err := e.store.Resolve(ctx, wal.Batch{Update: []wal.Update{{ID: id, Due: dueNs, Attempt: m.Attempt}}})
 	if err != nil {
-		s.cmds <- cmd{kind: cmdRelease, id: id, restore: r.found, m: r.m}
+		e.restoreFromStore(ctx, s, id)
 		if errors.Is(err, wal.ErrNotFound) {
 			return fmt.Errorf("engine: reschedule %s: %w", id, ErrNotFound)
 		}
@@ -268,7 +313,7 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 	}
 	e.closed = true
 	e.gate.Unlock()
-	e.appends.Wait() // writes callers gave up on still reach their shards
+	e.detached.Wait() // work callers gave up on still reaches its shards
 	for _, s := range e.shards {
 		e.ask(s, cmd{kind: cmdStop})
 	}

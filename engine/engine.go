@@ -116,10 +116,10 @@ type Engine struct {
 	dctx   context.Context
 	dstop  context.CancelFunc
 	wg     sync.WaitGroup // dispatchers
-	// appends counts store appends still running for a caller that gave up
-	// (its ctx ended); Shutdown waits for them before stopping the shards.
-	appends sync.WaitGroup
-	rr      atomic.Uint64
+	// detached counts store work still running for a caller that gave up
+	// (its ctx ended); Shutdown waits for it before stopping the shards.
+	detached sync.WaitGroup
+	rr       atomic.Uint64
 
 	gate   sync.RWMutex // held (read) by API calls; Shutdown takes it to close
 	closed bool         // guarded by gate
@@ -480,9 +480,9 @@ func (e *Engine) appendChunk(ctx context.Context, chunk []wal.Message) ([]wal.Ap
 		err error
 	}
 	done := make(chan result, 1)
-	e.appends.Add(1)
+	e.detached.Add(1)
 	go func() {
-		defer e.appends.Done()
+		defer e.detached.Done()
 		app, err := e.store.Append(context.WithoutCancel(ctx), chunk)
 		if err == nil {
 			for i := range chunk {

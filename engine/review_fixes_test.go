@@ -73,9 +73,34 @@ func TestScheduleGivenUpDuringCommitIsStillDelivered(t *testing.T) {
 	delay.Store(0)
 	id, err := h.e.Schedule(context.Background(), m)
 	require.NoError(t, err)
-	h.e.appends.Wait() // the given-up write has reached its shard
+	h.e.detached.Wait() // the given-up write has reached its shard
 	h.advance(time.Second)
 	got := h.deliveries()
 	require.Len(t, got, 1)
+	require.Equal(t, id, got[0].id)
+}
+
+// A Reschedule of a message beyond the window whose ctx ends during the
+// commit must leave the message where the store says it is: here the write
+// lands, so it fires at its new due time.
+func TestRescheduleGivenUpDuringCommitIsNotStranded(t *testing.T) {
+	var delay atomic.Int64
+	h := newHarness(t, "durable", Options{Queues: []Queue{{Name: "q"}}})
+	require.NoError(t, h.e.Close())
+	h.opts.StoreOptions.FS = slowSyncFS{h.fs, &delay}
+	h.open()
+	id := h.schedule("local://q", 2*time.Minute, "far") // beyond the 1 min window: on disk only
+	h.settle()
+
+	delay.Store(int64(200 * time.Millisecond))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	err := h.e.Reschedule(ctx, id, h.clk.Now().Add(10*time.Second))
+	cancel()
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	h.e.detached.Wait()
+	delay.Store(0)
+	h.advance(10 * time.Second)
+	got := h.deliveries()
+	require.Len(t, got, 1, "the rescheduled message fires at its new due time")
 	require.Equal(t, id, got[0].id)
 }
