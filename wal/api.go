@@ -372,6 +372,10 @@ func (s *Store) Scan(ctx context.Context, q ScanQuery) ([]Message, Cursor, error
 	if q.From >= q.To {
 		return nil, Cursor{end: true}, nil
 	}
+	// The watermark is read before the snapshot is taken: an older watermark
+	// only makes the block scan start lower, while a newer one could skip a
+	// block whose last live message the snapshot still holds there.
+	lowest := s.watermark[q.Shard].Load()
 	snap := s.db.NewSnapshot()
 	defer snap.Close()
 	fail := func(err error) ([]Message, Cursor, error) {
@@ -381,7 +385,7 @@ func (s *Store) Scan(ctx context.Context, q ScanQuery) ([]Message, Cursor, error
 	if err != nil {
 		return fail(err)
 	}
-	packed, err := s.scanBlocks(ctx, snap, q, limit)
+	packed, err := s.scanBlocks(ctx, snap, q, lowest, limit)
 	if err != nil {
 		return fail(err)
 	}
@@ -473,13 +477,13 @@ func (h *candHeap) Pop() any {
 	return c
 }
 
-func (s *Store) scanBlocks(ctx context.Context, snap *pebble.Snapshot, q ScanQuery, limit int) ([]Message, error) {
+func (s *Store) scanBlocks(ctx context.Context, snap *pebble.Snapshot, q ScanQuery, lowest uint64, limit int) ([]Message, error) {
 	upper := []byte{tagBlock + 1}
 	if q.Shard+1 < MaxShards {
 		upper = blockKey(q.Shard+1, 0, 0)
 	}
 	it, err := snap.NewIter(&pebble.IterOptions{
-		LowerBound: blockKey(q.Shard, s.watermark[q.Shard].Load(), 0),
+		LowerBound: blockKey(q.Shard, lowest, 0),
 		UpperBound: upper,
 	})
 	if err != nil {
