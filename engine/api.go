@@ -27,7 +27,9 @@ func (e *Engine) ask(s *shard, c cmd) reply {
 }
 
 // Cancel removes a pending message. It fails with ErrNotFound when the
-// message is not pending and ErrInFlight when it is being delivered.
+// message is not pending and ErrInFlight when it is being delivered. If ctx
+// ends while the cancellation is being committed, Cancel returns ctx's error
+// but the cancellation may still take effect: Get tells.
 func (e *Engine) Cancel(ctx context.Context, id ID) error {
 	if err := e.enter(); err != nil {
 		return err

@@ -392,7 +392,10 @@ func (e *Engine) ScheduleAt(ctx context.Context, t time.Time, m Message) (ID, er
 
 // ScheduleBatch schedules many messages with one commit (durable mode: one
 // group commit per 16384 messages) and returns their IDs in order. Invalid
-// input fails the whole call before anything is scheduled.
+// input fails the whole call before anything is scheduled. A durable call
+// that fails part-way returns, with its error, the IDs of the leading
+// messages already committed: those are scheduled, the rest are not (or, if
+// ctx ended, may still be: retry them with their idempotency keys).
 func (e *Engine) ScheduleBatch(ctx context.Context, msgs []Message) ([]ID, error) {
 	if err := e.enter(); err != nil {
 		return nil, err
@@ -439,7 +442,7 @@ func (e *Engine) ScheduleBatch(ctx context.Context, msgs []Message) ([]ID, error
 	if err == nil {
 		e.st.scheduled.Add(uint64(len(msgs)))
 	} else if e.store != nil {
-		ids = nil
+		e.st.scheduled.Add(uint64(len(ids))) // the committed prefix
 	}
 	return ids, err
 }
