@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"sync/atomic"
@@ -466,16 +467,26 @@ func (s *shard) forgetKey(m *wal.Message) {
 	}
 }
 
-func (s *shard) cancelMem(id wal.ID) reply {
+// unwheel takes the pending message id out of its wheel: ErrNotFound when
+// it is not in RAM, ErrInFlight when it is already due.
+func (s *shard) unwheel(id wal.ID) (int32, *item, error) {
 	i, ok := s.lookup(id)
 	if !ok {
-		return reply{err: ErrNotFound}
+		return 0, nil, ErrNotFound
 	}
 	it := s.item(i)
 	if it.state != stPending {
-		return reply{err: ErrInFlight}
+		return 0, nil, ErrInFlight
 	}
 	s.w.Cancel(it.h)
+	return i, it, nil
+}
+
+func (s *shard) cancelMem(id wal.ID) reply {
+	i, it, err := s.unwheel(id)
+	if err != nil {
+		return reply{err: err}
+	}
 	m := it.m
 	s.freeItem(i)
 	s.forgetKey(&m)
@@ -483,15 +494,10 @@ func (s *shard) cancelMem(id wal.ID) reply {
 }
 
 func (s *shard) reschedMem(id wal.ID, due int64) reply {
-	i, ok := s.lookup(id)
-	if !ok {
-		return reply{err: ErrNotFound}
+	i, it, err := s.unwheel(id)
+	if err != nil {
+		return reply{err: err}
 	}
-	it := s.item(i)
-	if it.state != stPending {
-		return reply{err: ErrInFlight}
-	}
-	s.w.Cancel(it.h)
 	it.m.Due = due
 	it.h = s.w.Insert(s.monoOf(due), uint64(i))
 	return reply{found: true, m: it.m}
@@ -503,19 +509,18 @@ func (s *shard) claim(id wal.ID) reply {
 	if _, ok := s.claimed[id]; ok {
 		return reply{err: ErrInFlight}
 	}
-	if i, ok := s.lookup(id); ok {
-		it := s.item(i)
-		if it.state != stPending {
-			return reply{err: ErrInFlight}
-		}
-		s.w.Cancel(it.h)
-		m := it.m
-		s.freeItem(i)
+	i, it, err := s.unwheel(id)
+	switch {
+	case errors.Is(err, ErrNotFound): // on disk only: the loader must skip it
 		s.claimed[id] = struct{}{}
-		return reply{found: true, m: m}
+		return reply{}
+	case err != nil:
+		return reply{err: err}
 	}
+	m := it.m
+	s.freeItem(i)
 	s.claimed[id] = struct{}{}
-	return reply{}
+	return reply{found: true, m: m}
 }
 
 // release ends a claim: with restore, m (its new or old content) goes back
