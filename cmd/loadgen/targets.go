@@ -152,11 +152,12 @@ func (t *target) startKafka(seeds string, receive func([]byte)) error {
 		t.stops = append(t.stops, c.Close)
 		addrs = c.ListenAddrs()
 	}
-	// A fresh in-process topic is read from its start; on a real cluster
-	// only what this run produces counts.
+	// A fresh in-process topic is read from its start; on a real cluster,
+	// from the first record stamped at or after now: unlike "the end", that
+	// does not depend on when the consumer first asks.
 	start := kgo.NewOffset().AtStart()
 	if seeds != "" {
-		start = kgo.NewOffset().AtEnd()
+		start = kgo.NewOffset().AfterMilli(time.Now().UnixMilli())
 	}
 	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...), kgo.ConsumeTopics(kafkaTopic), kgo.ConsumeResetOffset(start))
 	if err != nil {
