@@ -236,33 +236,38 @@ func (s *Store) Get(ctx context.Context, id ID) (Message, error) {
 			return Message{}, fmt.Errorf("wal: get %s: read summary: %w", id, err)
 		}
 	}
-	v, closer, err := snap.Get(idKey(tagIndex, id))
-	if errors.Is(err, pebble.ErrNotFound) {
+	ie, found, err := readRecord(snap, idKey(tagIndex, id), decodeIndex)
+	if err != nil {
+		return Message{}, fmt.Errorf("wal: get %s: index: %w", id, err)
+	}
+	if !found {
 		return Message{}, fmt.Errorf("wal: get %s: %w", id, ErrNotFound)
-	}
-	if err != nil {
-		return Message{}, fmt.Errorf("wal: get %s: read index: %w", id, err)
-	}
-	ie, err := decodeIndex(v)
-	_ = closer.Close()
-	if err != nil {
-		return Message{}, fmt.Errorf("wal: get %s: %w", id, err)
 	}
 	return s.getTimed(snap, id, ie.due)
 }
 
+// readRecord reads key from r and decodes its value (decode must not keep
+// the bytes: they are released on return). found is false for a missing key.
+func readRecord[T any](r pebble.Reader, key []byte, decode func([]byte) (T, error)) (rec T, found bool, err error) {
+	v, closer, err := r.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return rec, false, nil
+	}
+	if err != nil {
+		return rec, false, err
+	}
+	defer closer.Close()
+	rec, err = decode(v)
+	return rec, err == nil, err
+}
+
 // getTimed reads a message from the time-ordered keyspace.
 func (s *Store) getTimed(r pebble.Reader, id ID, due int64) (Message, error) {
-	v, closer, err := r.Get(timeKey(id.Shard(), due, id))
-	if err != nil {
+	m, found, err := readRecord(r, timeKey(id.Shard(), due, id), decodeMessage)
+	if err == nil && !found {
 		// The index names a key that must exist: a miss is corruption.
-		if errors.Is(err, pebble.ErrNotFound) {
-			err = &CorruptionError{What: "index", Reason: "names a missing message"}
-		}
-		return Message{}, fmt.Errorf("wal: read message %s: %w", id, err)
+		err = &CorruptionError{What: "index", Reason: "names a missing message"}
 	}
-	m, err := decodeMessage(v)
-	_ = closer.Close()
 	if err != nil {
 		return Message{}, fmt.Errorf("wal: message %s: %w", id, err)
 	}
@@ -283,15 +288,10 @@ func (s *Store) GetDead(ctx context.Context, id ID) (DeadLetter, error) {
 }
 
 func (s *Store) getDead(r pebble.Reader, id ID) (DeadLetter, error) {
-	v, closer, err := r.Get(idKey(tagDead, id))
-	if errors.Is(err, pebble.ErrNotFound) {
-		return DeadLetter{}, fmt.Errorf("wal: dead letter %s: %w", id, ErrNotFound)
+	d, found, err := readRecord(r, idKey(tagDead, id), decodeDead)
+	if err == nil && !found {
+		err = ErrNotFound
 	}
-	if err != nil {
-		return DeadLetter{}, fmt.Errorf("wal: read dead letter %s: %w", id, err)
-	}
-	d, err := decodeDead(v)
-	_ = closer.Close()
 	if err != nil {
 		return DeadLetter{}, fmt.Errorf("wal: dead letter %s: %w", id, err)
 	}
