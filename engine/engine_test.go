@@ -387,13 +387,7 @@ func TestWallClockStepBackNeverEarly(t *testing.T) {
 func TestShutdownDrainsInFlight(t *testing.T) {
 	forModes(t, func(t *testing.T, mode string) {
 		h := newHarness(t, mode, Options{})
-		release := make(chan struct{})
-		started := make(chan struct{}, 1)
-		require.NoError(t, h.e.Register(Queue{Name: "q", Handler: func(ctx context.Context, d *Delivery) error {
-			started <- struct{}{}
-			<-release
-			return nil
-		}}))
+		started, release := h.blockingQueue("q")
 		h.schedule("local://q", 0, "x")
 		<-started
 		done := make(chan error, 1)
@@ -553,13 +547,7 @@ func TestConcurrentScheduleCancel(t *testing.T) {
 func TestInFlightCannotBeCancelled(t *testing.T) {
 	forModes(t, func(t *testing.T, mode string) {
 		h := newHarness(t, mode, Options{})
-		release := make(chan struct{})
-		started := make(chan struct{}, 1)
-		require.NoError(t, h.e.Register(Queue{Name: "q", Handler: func(ctx context.Context, d *Delivery) error {
-			started <- struct{}{}
-			<-release
-			return nil
-		}}))
+		started, release := h.blockingQueue("q")
 		id := h.schedule("local://q", 0, "x")
 		<-started
 		info, err := h.e.Get(bg, id)
@@ -589,4 +577,18 @@ func TestDestinationPolicyOverride(t *testing.T) {
 	st := h.e.Stats()
 	require.EqualValues(t, 1, st.DeadLettered, "fake://once gives up after one attempt")
 	require.EqualValues(t, 1, st.Retried)
+}
+
+// blockingQueue registers queue name with a handler that signals started,
+// then holds its delivery until release is closed.
+func (h *harness) blockingQueue(name string) (started <-chan struct{}, release chan struct{}) {
+	h.t.Helper()
+	st := make(chan struct{}, 1)
+	release = make(chan struct{})
+	require.NoError(h.t, h.e.Register(Queue{Name: name, Handler: func(ctx context.Context, d *Delivery) error {
+		st <- struct{}{}
+		<-release
+		return nil
+	}}))
+	return st, release
 }
