@@ -74,6 +74,9 @@ func (e *Engine) detach(ctx context.Context, f func(context.Context) error) erro
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if ctx.Done() == nil { // cannot be cancelled: no goroutine needed
+		return f(ctx)
+	}
 	done := make(chan error, 1)
 	e.detached.Add(1)
 	go func() {

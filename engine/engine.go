@@ -482,10 +482,7 @@ func (e *Engine) appendChunk(ctx context.Context, chunk []wal.Message) ([]wal.Ap
 		app []wal.Appended
 		err error
 	}
-	done := make(chan result, 1)
-	e.detached.Add(1)
-	go func() {
-		defer e.detached.Done()
+	run := func() result {
 		app, err := e.store.Append(context.WithoutCancel(ctx), chunk)
 		if err == nil {
 			for i := range chunk {
@@ -497,7 +494,17 @@ func (e *Engine) appendChunk(ctx context.Context, chunk []wal.Message) ([]wal.Ap
 			}
 			e.postInserts(chunk)
 		}
-		done <- result{app, err}
+		return result{app, err}
+	}
+	if ctx.Done() == nil { // cannot be cancelled: no goroutine needed
+		r := run()
+		return r.app, r.err
+	}
+	done := make(chan result, 1)
+	e.detached.Add(1)
+	go func() {
+		defer e.detached.Done()
+		done <- run()
 	}()
 	select {
 	case r := <-done:
