@@ -9,49 +9,24 @@ import (
 	"slices"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/hourglassmq/hourglass/store"
 )
 
-// validateNew checks messages for Append and Batch.New.
-func (s *Store) validateNew(what string, msgs []Message) error {
-	for i := range msgs {
-		m := &msgs[i]
-		bad := func(format string, args ...any) error {
-			return invalidf("%s: message %d: "+format, append([]any{what, i}, args...)...)
-		}
-		switch {
-		case m.ID != 0:
-			return bad("ID is set (%s); the store assigns IDs", m.ID)
-		case m.Shard < 0 || m.Shard >= s.shards:
-			return bad("shard %d outside [0, %d)", m.Shard, s.shards)
-		case m.Expires < 0:
-			return bad("Expires %d is negative", m.Expires)
-		case len(m.Dest) > MaxDestLen:
-			return bad("Dest is %d bytes, more than %d", len(m.Dest), MaxDestLen)
-		case len(m.Key) > MaxKeyLen:
-			return bad("Key is %d bytes, more than %d", len(m.Key), MaxKeyLen)
-		case len(m.Headers) > MaxHeaders:
-			return bad("%d headers, more than %d", len(m.Headers), MaxHeaders)
-		case len(m.Payload) > s.opts.MaxPayload:
-			return bad("payload is %d bytes, more than MaxPayload %d", len(m.Payload), s.opts.MaxPayload)
-		}
-		for _, h := range m.Headers {
-			if len(h.Key) > MaxHeaderLen || len(h.Value) > MaxHeaderLen {
-				return bad("header %q is longer than %d bytes", h.Key[:min(len(h.Key), 32)], MaxHeaderLen)
-			}
-		}
-	}
-	return nil
+// validateNew checks messages for Append and Batch.New against the
+// contract's limits and this store's shards and MaxPayload.
+func (s *Store) validateNew(what string, msgs []store.Message) error {
+	return store.ValidateNew(what, msgs, s.shards, s.opts.MaxPayload)
 }
 
-func (s *Store) validateID(what string, id ID) error {
+func (s *Store) validateID(what string, id store.ID) error {
 	if id == 0 || id.Shard() >= s.shards {
-		return invalidf("%s: id %s (shard %d) is not an ID of this %d-shard store", what, id, id.Shard(), s.shards)
+		return invalidf("%s: id %s (shard %d) is not an store.ID of this %d-shard store", what, id, id.Shard(), s.shards)
 	}
 	return nil
 }
 
 // sizeOf estimates the encoded size of msgs.
-func sizeOf(msgs []Message) int {
+func sizeOf(msgs []store.Message) int {
 	n := 0
 	for i := range msgs {
 		m := &msgs[i]
@@ -70,7 +45,7 @@ func sizeOf(msgs []Message) int {
 // fails the whole call with an error wrapping ErrInvalid and writes nothing.
 // If ctx ends while waiting, the write may still become durable (retry with an
 // idempotency key to find out).
-func (s *Store) Append(ctx context.Context, msgs []Message) ([]Appended, error) {
+func (s *Store) Append(ctx context.Context, msgs []store.Message) ([]store.Appended, error) {
 	if err := s.enter(); err != nil {
 		return nil, err
 	}
@@ -78,8 +53,8 @@ func (s *Store) Append(ctx context.Context, msgs []Message) ([]Appended, error) 
 	if len(msgs) == 0 {
 		return nil, nil
 	}
-	if len(msgs) > MaxCallMessages {
-		return nil, invalidf("append: %d messages, more than %d in one call", len(msgs), MaxCallMessages)
+	if len(msgs) > store.MaxCallMessages {
+		return nil, invalidf("append: %d messages, more than %d in one call", len(msgs), store.MaxCallMessages)
 	}
 	if err := s.validateNew("append", msgs); err != nil {
 		return nil, err
@@ -97,23 +72,23 @@ func (s *Store) Append(ctx context.Context, msgs []Message) ([]Appended, error) 
 // them (errors.Is(err, ErrNotFound)); the caller drops those and retries. The
 // batch is group-committed with Append's and synced before Resolve returns.
 // Update keeps the ID; the message moves to the time-ordered keyspace.
-func (s *Store) Resolve(ctx context.Context, b Batch) ([]Appended, error) {
+func (s *Store) Resolve(ctx context.Context, b store.Batch) ([]store.Appended, error) {
 	if err := s.enter(); err != nil {
 		return nil, err
 	}
 	defer s.leave()
-	n := b.ops() + len(b.New)
+	n := b.Ops() + len(b.New)
 	if n == 0 {
 		return nil, nil
 	}
-	if n > MaxCallMessages {
-		return nil, invalidf("resolve: %d outcomes and messages, more than %d in one call", n, MaxCallMessages)
+	if n > store.MaxCallMessages {
+		return nil, invalidf("resolve: %d outcomes and messages, more than %d in one call", n, store.MaxCallMessages)
 	}
 	for _, d := range b.Done {
 		if err := s.validateID("resolve done", d.ID); err != nil {
 			return nil, err
 		}
-		if d.Reason >= numReasons {
+		if d.Reason >= store.NumReasons {
 			return nil, invalidf("resolve done %s: unknown reason %d", d.ID, d.Reason)
 		}
 	}
@@ -121,13 +96,16 @@ func (s *Store) Resolve(ctx context.Context, b Batch) ([]Appended, error) {
 		if err := s.validateID("resolve update", u.ID); err != nil {
 			return nil, err
 		}
+		if err := store.ValidateDue("resolve update "+u.ID.String(), u.Due); err != nil {
+			return nil, err
+		}
 	}
 	for _, d := range b.Dead {
 		if err := s.validateID("resolve dead", d.ID); err != nil {
 			return nil, err
 		}
-		if len(d.Reason) > MaxReasonLen {
-			return nil, invalidf("resolve dead %s: reason is %d bytes, more than %d", d.ID, len(d.Reason), MaxReasonLen)
+		if len(d.Reason) > store.MaxReasonLen {
+			return nil, invalidf("resolve dead %s: reason is %d bytes, more than %d", d.ID, len(d.Reason), store.MaxReasonLen)
 		}
 	}
 	if err := s.validateNew("resolve new", b.New); err != nil {
@@ -136,28 +114,31 @@ func (s *Store) Resolve(ctx context.Context, b Batch) ([]Appended, error) {
 	if err := s.Err(); err != nil {
 		return nil, err
 	}
-	res := s.submit(ctx, &request{kind: reqResolve, batch: &b, n: n, size: sizeOf(b.New) + 64*b.ops()})
+	res := s.submit(ctx, &request{kind: reqResolve, batch: &b, n: n, size: sizeOf(b.New) + 64*b.Ops()})
 	return res.appended, res.err
 }
 
 // ReplayDead moves dead letters back into the pending set, due at due, with
-// Attempt reset to 0 and the same IDs, and returns them so the engine can load
-// them. All-or-nothing like Resolve.
-func (s *Store) ReplayDead(ctx context.Context, ids []ID, due int64) ([]Message, error) {
+// Attempt reset to 0 and the same IDs; the owner is fed them like appended
+// messages. All-or-nothing like Resolve.
+func (s *Store) ReplayDead(ctx context.Context, ids []store.ID, due int64) error {
 	if err := s.enter(); err != nil {
-		return nil, err
+		return err
 	}
 	defer s.leave()
+	if err := store.ValidateDue("replay", due); err != nil {
+		return err
+	}
 	if err := s.checkIDs("replay", ids); err != nil || len(ids) == 0 {
-		return nil, err
+		return err
 	}
 	res := s.submit(ctx, &request{kind: reqReplay, ids: ids, due: due, n: len(ids)})
-	return res.msgs, res.err
+	return res.err
 }
 
 // PurgeDead deletes the named dead letters (and their idempotency keys). It
 // is all-or-nothing like Resolve and returns how many it deleted.
-func (s *Store) PurgeDead(ctx context.Context, ids []ID) (int, error) {
+func (s *Store) PurgeDead(ctx context.Context, ids []store.ID) (int, error) {
 	if err := s.enter(); err != nil {
 		return 0, err
 	}
@@ -183,9 +164,9 @@ func (s *Store) PurgeAllDead(ctx context.Context) (int, error) {
 	return res.count, res.err
 }
 
-func (s *Store) checkIDs(what string, ids []ID) error {
-	if len(ids) > MaxCallMessages {
-		return invalidf("%s: %d ids, more than %d in one call", what, len(ids), MaxCallMessages)
+func (s *Store) checkIDs(what string, ids []store.ID) error {
+	if len(ids) > store.MaxCallMessages {
+		return invalidf("%s: %d ids, more than %d in one call", what, len(ids), store.MaxCallMessages)
 	}
 	for _, id := range ids {
 		if err := s.validateID(what, id); err != nil {
@@ -198,50 +179,50 @@ func (s *Store) checkIDs(what string, ids []ID) error {
 // Get returns a pending message by ID. It returns an error wrapping
 // ErrNotFound if the ID is not pending (delivered, cancelled, dead-lettered or
 // never assigned); GetDead looks up dead letters.
-func (s *Store) Get(ctx context.Context, id ID) (Message, error) {
+func (s *Store) Get(ctx context.Context, id store.ID) (store.Message, error) {
 	if err := s.enter(); err != nil {
-		return Message{}, err
+		return store.Message{}, err
 	}
 	defer s.leave()
 	if err := ctx.Err(); err != nil {
-		return Message{}, err
+		return store.Message{}, err
 	}
 	if id == 0 || id.Shard() >= s.shards {
-		return Message{}, fmt.Errorf("wal: get %s: %w", id, ErrNotFound)
+		return store.Message{}, fmt.Errorf("wal: get %s: %w", id, ErrNotFound)
 	}
 	snap := s.db.NewSnapshot()
 	defer snap.Close()
-	if id.slot() < farSlotBase {
-		v, closer, err := snap.Get(blockKey(id.Shard(), id.seq(), kindSummary))
+	if idSlot(id) < farSlotBase {
+		v, closer, err := snap.Get(blockKey(id.Shard(), idSeq(id), kindSummary))
 		switch {
 		case err == nil:
 			sum, derr := decodeSummary(v)
 			_ = closer.Close()
 			if derr != nil {
-				return Message{}, fmt.Errorf("wal: get %s: %w", id, derr)
+				return store.Message{}, fmt.Errorf("wal: get %s: %w", id, derr)
 			}
-			if sum.isLive(id.slot()) {
-				v, closer, err := snap.Get(blockKey(id.Shard(), id.seq(), kindBlock))
+			if sum.isLive(idSlot(id)) {
+				v, closer, err := snap.Get(blockKey(id.Shard(), idSeq(id), kindBlock))
 				if err != nil {
-					return Message{}, fmt.Errorf("wal: get %s: read block: %w", id, err)
+					return store.Message{}, fmt.Errorf("wal: get %s: read block: %w", id, err)
 				}
 				defer closer.Close()
 				view, err := decodeBlock(v)
 				if err != nil {
-					return Message{}, fmt.Errorf("wal: get %s: %w", id, err)
+					return store.Message{}, fmt.Errorf("wal: get %s: %w", id, err)
 				}
 				return slotMessage(view, id)
 			}
 		case !errors.Is(err, pebble.ErrNotFound):
-			return Message{}, fmt.Errorf("wal: get %s: read summary: %w", id, err)
+			return store.Message{}, fmt.Errorf("wal: get %s: read summary: %w", id, err)
 		}
 	}
 	ie, found, err := readRecord(snap, idKey(tagIndex, id), decodeIndex)
 	if err != nil {
-		return Message{}, fmt.Errorf("wal: get %s: index: %w", id, err)
+		return store.Message{}, fmt.Errorf("wal: get %s: index: %w", id, err)
 	}
 	if !found {
-		return Message{}, fmt.Errorf("wal: get %s: %w", id, ErrNotFound)
+		return store.Message{}, fmt.Errorf("wal: get %s: %w", id, ErrNotFound)
 	}
 	return s.getTimed(snap, id, ie.due)
 }
@@ -262,38 +243,38 @@ func readRecord[T any](r pebble.Reader, key []byte, decode func([]byte) (T, erro
 }
 
 // getTimed reads a message from the time-ordered keyspace.
-func (s *Store) getTimed(r pebble.Reader, id ID, due int64) (Message, error) {
+func (s *Store) getTimed(r pebble.Reader, id store.ID, due int64) (store.Message, error) {
 	m, found, err := readRecord(r, timeKey(id.Shard(), due, id), decodeMessage)
 	if err == nil && !found {
 		// The index names a key that must exist: a miss is corruption.
 		err = &CorruptionError{What: "index", Reason: "names a missing message"}
 	}
 	if err != nil {
-		return Message{}, fmt.Errorf("wal: message %s: %w", id, err)
+		return store.Message{}, fmt.Errorf("wal: message %s: %w", id, err)
 	}
 	m.ID, m.Shard = id, id.Shard()
 	return m, nil
 }
 
 // GetDead returns a dead letter by ID, or an error wrapping ErrNotFound.
-func (s *Store) GetDead(ctx context.Context, id ID) (DeadLetter, error) {
+func (s *Store) GetDead(ctx context.Context, id store.ID) (store.DeadLetter, error) {
 	if err := s.enter(); err != nil {
-		return DeadLetter{}, err
+		return store.DeadLetter{}, err
 	}
 	defer s.leave()
 	if err := ctx.Err(); err != nil {
-		return DeadLetter{}, err
+		return store.DeadLetter{}, err
 	}
 	return s.getDead(s.db, id)
 }
 
-func (s *Store) getDead(r pebble.Reader, id ID) (DeadLetter, error) {
+func (s *Store) getDead(r pebble.Reader, id store.ID) (store.DeadLetter, error) {
 	d, found, err := readRecord(r, idKey(tagDead, id), decodeDead)
 	if err == nil && !found {
 		err = ErrNotFound
 	}
 	if err != nil {
-		return DeadLetter{}, fmt.Errorf("wal: dead letter %s: %w", id, err)
+		return store.DeadLetter{}, fmt.Errorf("wal: dead letter %s: %w", id, err)
 	}
 	d.Message.ID, d.Message.Shard = id, id.Shard()
 	return d, nil
@@ -301,7 +282,7 @@ func (s *Store) getDead(r pebble.Reader, id ID) (DeadLetter, error) {
 
 // ListDead pages through dead letters in ID order. The returned ID is the
 // cursor for the next page (pass it as After); it is 0 when there are no more.
-func (s *Store) ListDead(ctx context.Context, q DeadQuery) ([]DeadLetter, ID, error) {
+func (s *Store) ListDead(ctx context.Context, q store.DeadQuery) ([]store.DeadLetter, store.ID, error) {
 	if err := s.enter(); err != nil {
 		return nil, 0, err
 	}
@@ -320,7 +301,7 @@ func (s *Store) ListDead(ctx context.Context, q DeadQuery) ([]DeadLetter, ID, er
 		return nil, 0, fmt.Errorf("wal: list dead letters: %w", err)
 	}
 	defer it.Close()
-	var out []DeadLetter
+	var out []store.DeadLetter
 	for ok := it.First(); ok && len(out) < limit; ok = it.Next() {
 		if err := ctx.Err(); err != nil {
 			return nil, 0, err
@@ -337,14 +318,14 @@ func (s *Store) ListDead(ctx context.Context, q DeadQuery) ([]DeadLetter, ID, er
 		if err != nil {
 			return nil, 0, fmt.Errorf("wal: list dead letters: %w", err)
 		}
-		id := ID(binary.BigEndian.Uint64(k[1:]))
+		id := store.ID(binary.BigEndian.Uint64(k[1:]))
 		d.Message.ID, d.Message.Shard = id, id.Shard()
 		out = append(out, d)
 	}
 	if err := it.Error(); err != nil {
 		return nil, 0, fmt.Errorf("wal: list dead letters: %w", err)
 	}
-	var next ID
+	var next store.ID
 	if len(out) == limit {
 		next = out[len(out)-1].Message.ID
 	}
@@ -352,34 +333,41 @@ func (s *Store) ListDead(ctx context.Context, q DeadQuery) ([]DeadLetter, ID, er
 }
 
 // Scan returns pending messages of q.Shard with Due in [q.From, q.To), in
-// (Due, ID) order, at most q.Limit, after q.After, and the cursor for the next
-// page. Memory is bounded by Limit: the time-ordered keyspace is read in
+// (Due, ID) order, at most q.Limit, after q.After, and the page for the next
+// call. Memory is bounded by Limit: the time-ordered keyspace is read in
 // order, and packed blocks (near-term messages) are filtered through their
-// summaries and a bounded heap. All reads come from one Pebble snapshot.
-func (s *Store) Scan(ctx context.Context, q ScanQuery) ([]Message, Cursor, error) {
+// summaries and a bounded heap. All reads come from one Pebble snapshot,
+// whose group-commit sequence the page reports (store.Page.Seq).
+func (s *Store) Scan(ctx context.Context, q store.ScanQuery) ([]store.Message, store.Page, error) {
 	if err := s.enter(); err != nil {
-		return nil, Cursor{}, err
+		return nil, store.Page{}, err
 	}
 	defer s.leave()
 	if q.Shard < 0 || q.Shard >= s.shards {
-		return nil, Cursor{}, invalidf("scan: shard %d outside [0, %d)", q.Shard, s.shards)
+		return nil, store.Page{}, invalidf("scan: shard %d outside [0, %d)", q.Shard, s.shards)
 	}
 	limit := q.Limit
 	if limit <= 0 {
 		limit = 1024
 	}
-	limit = min(limit, MaxScanLimit)
-	if q.From >= q.To {
-		return nil, Cursor{end: true}, nil
-	}
+	limit = min(limit, store.MaxScanLimit)
 	// The watermark is read before the snapshot is taken: an older watermark
 	// only makes the block scan start lower, while a newer one could skip a
 	// block whose last live message the snapshot still holds there.
 	lowest := s.watermark[q.Shard].Load()
 	snap := s.db.NewSnapshot()
 	defer snap.Close()
-	fail := func(err error) ([]Message, Cursor, error) {
-		return nil, Cursor{}, fmt.Errorf("wal: scan shard %d [%d, %d): %w", q.Shard, q.From, q.To, err)
+	fail := func(err error) ([]store.Message, store.Page, error) {
+		return nil, store.Page{}, fmt.Errorf("wal: scan shard %d [%d, %d): %w", q.Shard, q.From, q.To, err)
+	}
+	seq, err := readSeq(snap)
+	if err != nil {
+		return fail(err)
+	}
+	page := store.Page{Next: q.After, Seq: seq}
+	if max(q.From, q.After.Due) >= q.To {
+		page.Done = true
+		return nil, page, nil
 	}
 	timed, err := s.scanTimed(ctx, snap, q, limit)
 	if err != nil {
@@ -390,22 +378,28 @@ func (s *Store) Scan(ctx context.Context, q ScanQuery) ([]Message, Cursor, error
 		return fail(err)
 	}
 	out := mergeByDue(timed, packed, limit)
-	c := Cursor{end: len(out) < limit}
+	page.Done = len(out) < limit
 	if len(out) > 0 {
-		last := out[len(out)-1]
-		c.due, c.id, c.set = last.Due, last.ID, true
-	} else {
-		c = q.After
-		c.end = true
+		page.Next = store.PositionOf(&out[len(out)-1])
 	}
-	return out, c, nil
+	return out, page, nil
 }
 
-func (s *Store) scanTimed(ctx context.Context, snap *pebble.Snapshot, q ScanQuery, limit int) ([]Message, error) {
-	lower := q.From
-	if q.After.set && q.After.due > lower {
-		lower = q.After.due
+// readSeq reads the last group-commit sequence r reflects.
+func readSeq(r pebble.Reader) (uint64, error) {
+	v, closer, err := r.Get(keySeq)
+	if err != nil {
+		return 0, fmt.Errorf("read sequence: %w", err)
 	}
+	defer closer.Close()
+	if len(v) != 8 {
+		return 0, &CorruptionError{What: "sequence", Reason: fmt.Sprintf("want 8 bytes, have %d", len(v))}
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+func (s *Store) scanTimed(ctx context.Context, snap *pebble.Snapshot, q store.ScanQuery, limit int) ([]store.Message, error) {
+	lower := max(q.From, q.After.Due)
 	if lower >= q.To {
 		return nil, nil
 	}
@@ -420,7 +414,7 @@ func (s *Store) scanTimed(ctx context.Context, snap *pebble.Snapshot, q ScanQuer
 	s.statsMu.Lock()
 	hint := int(min(int64(limit), s.pending[q.Shard]+1, scanPrealloc))
 	s.statsMu.Unlock()
-	out := make([]Message, 0, hint)
+	out := make([]store.Message, 0, hint)
 	intern := map[string]string{}
 	n := 0
 	for ok := it.First(); ok && len(out) < limit; ok = it.Next() {
@@ -433,7 +427,7 @@ func (s *Store) scanTimed(ctx context.Context, snap *pebble.Snapshot, q ScanQuer
 		if !ok {
 			return nil, &CorruptionError{What: "time key", Reason: "length"}
 		}
-		if !q.After.after(due, id) {
+		if !q.After.Less(store.Position{Due: due, ID: id}) {
 			continue
 		}
 		v, err := it.ValueAndErr()
@@ -457,7 +451,7 @@ func (s *Store) scanTimed(ctx context.Context, snap *pebble.Snapshot, q ScanQuer
 // index of its decoded message. Small, so the heap moves little.
 type cand struct {
 	due int64
-	id  ID
+	id  store.ID
 	idx int
 }
 
@@ -477,9 +471,9 @@ func (h *candHeap) Pop() any {
 	return c
 }
 
-func (s *Store) scanBlocks(ctx context.Context, snap *pebble.Snapshot, q ScanQuery, lowest uint64, limit int) ([]Message, error) {
+func (s *Store) scanBlocks(ctx context.Context, snap *pebble.Snapshot, q store.ScanQuery, lowest uint64, limit int) ([]store.Message, error) {
 	upper := []byte{tagBlock + 1}
-	if q.Shard+1 < MaxShards {
+	if q.Shard+1 < store.MaxShards {
 		upper = blockKey(q.Shard+1, 0, 0)
 	}
 	it, err := snap.NewIter(&pebble.IterOptions{
@@ -501,10 +495,7 @@ func (s *Store) scanBlocks(ctx context.Context, snap *pebble.Snapshot, q ScanQue
 	var msgs msgChunks
 	intern := map[string]string{}
 	full := false
-	lowerDue := q.From
-	if q.After.set && q.After.due > lowerDue {
-		lowerDue = q.After.due
-	}
+	lowerDue := max(q.From, q.After.Due)
 	n := 0
 	for ok := it.First(); ok; {
 		if n++; n%256 == 0 {
@@ -560,7 +551,7 @@ func (s *Store) scanBlocks(ctx context.Context, snap *pebble.Snapshot, q ScanQue
 				return nil, fmt.Errorf("block %d: %w", seq, &CorruptionError{What: "message", Reason: "bad due"})
 			}
 			c := cand{due: due, id: makeStoreID(q.Shard, seq, slot)}
-			if due < q.From || due >= q.To || !q.After.after(due, c.id) {
+			if due < q.From || due >= q.To || !q.After.Less(store.Position{Due: due, ID: c.id}) {
 				continue
 			}
 			if full && !candLess(c, h[0]) {
@@ -592,14 +583,14 @@ func (s *Store) scanBlocks(ctx context.Context, snap *pebble.Snapshot, q ScanQue
 		return nil, err
 	}
 	slices.SortFunc(h, func(a, b cand) int { return cmpDueIDRaw(a.due, a.id, b.due, b.id) })
-	out := make([]Message, len(h))
+	out := make([]store.Message, len(h))
 	for i, c := range h {
 		out[i] = *msgs.at(c.idx)
 	}
 	return out, nil
 }
 
-func cmpDueIDRaw(ad int64, aid ID, bd int64, bid ID) int {
+func cmpDueIDRaw(ad int64, aid store.ID, bd int64, bid store.ID) int {
 	switch {
 	case ad < bd:
 		return -1
@@ -616,15 +607,15 @@ func cmpDueIDRaw(ad int64, aid ID, bd int64, bid ID) int {
 // msgChunks holds decoded messages in fixed chunks so growing never copies
 // them.
 type msgChunks struct {
-	chunks [][]Message
+	chunks [][]store.Message
 	n      int
 }
 
 const msgChunk = 4096
 
-func (c *msgChunks) add(m Message) int {
+func (c *msgChunks) add(m store.Message) int {
 	if c.n%msgChunk == 0 {
-		c.chunks = append(c.chunks, make([]Message, 0, msgChunk))
+		c.chunks = append(c.chunks, make([]store.Message, 0, msgChunk))
 	}
 	last := &c.chunks[len(c.chunks)-1]
 	*last = append(*last, m)
@@ -632,24 +623,24 @@ func (c *msgChunks) add(m Message) int {
 	return c.n - 1
 }
 
-func (c *msgChunks) at(i int) *Message { return &c.chunks[i/msgChunk][i%msgChunk] }
+func (c *msgChunks) at(i int) *store.Message { return &c.chunks[i/msgChunk][i%msgChunk] }
 
 // scanPrealloc caps what Scan allocates up front (from the shard's pending
 // count) so a narrow window on a big shard stays cheap; past it the result
 // slices grow.
 const scanPrealloc = 1 << 16
 
-func cmpDueID(a, b Message) int { return cmpDueIDRaw(a.Due, a.ID, b.Due, b.ID) }
+func cmpDueID(a, b store.Message) int { return cmpDueIDRaw(a.Due, a.ID, b.Due, b.ID) }
 
 // mergeByDue merges two (Due, ID)-sorted lists, keeping the first limit.
-func mergeByDue(a, b []Message, limit int) []Message {
+func mergeByDue(a, b []store.Message, limit int) []store.Message {
 	if len(b) == 0 {
 		return a[:min(len(a), limit)]
 	}
 	if len(a) == 0 {
 		return b[:min(len(b), limit)]
 	}
-	out := make([]Message, 0, min(len(a)+len(b), limit))
+	out := make([]store.Message, 0, min(len(a)+len(b), limit))
 	for len(out) < limit && (len(a) > 0 || len(b) > 0) {
 		if len(b) == 0 || (len(a) > 0 && cmpDueID(a[0], b[0]) < 0) {
 			out = append(out, a[0])

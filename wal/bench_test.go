@@ -12,6 +12,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/hourglassmq/hourglass/store"
 	"github.com/stretchr/testify/require"
 )
 
@@ -60,14 +61,14 @@ func benchAppend(b *testing.B, horizon time.Duration) {
 		wg.Add(1)
 		go func(c int) {
 			defer wg.Done()
-			msgs := make([]Message, perCall)
+			msgs := make([]store.Message, perCall)
 			for {
 				i := next.Add(int64(perCall)) - int64(perCall)
 				if i >= int64(b.N) {
 					return
 				}
 				for j := range msgs {
-					msgs[j] = Message{
+					msgs[j] = store.Message{
 						Shard:   int(i+int64(j)) % 16,
 						Due:     now + int64(time.Duration((i+int64(j))%60)*time.Second),
 						Dest:    "local://bench",
@@ -98,8 +99,8 @@ func benchAppend(b *testing.B, horizon time.Duration) {
 		b.ReportMetric(float64(all[(len(all)*99)/100])/1e6, "p99-ms")
 	}
 	st := s.Stats()
-	if st.Batches > 0 {
-		b.ReportMetric(float64(st.Records)/float64(st.Batches), "records/batch")
+	if st.Commits > 0 {
+		b.ReportMetric(float64(st.Records)/float64(st.Commits), "records/batch")
 	}
 	b.ReportMetric(float64(st.Sync.P50)/1e6, "sync-p50-ms")
 	b.ReportMetric(float64(st.Sync.P99)/1e6, "sync-p99-ms")

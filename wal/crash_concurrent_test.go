@@ -12,6 +12,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+	"github.com/hourglassmq/hourglass/store"
 	"github.com/stretchr/testify/require"
 )
 
@@ -30,16 +31,16 @@ func TestCrashConcurrent(t *testing.T) {
 	mem := vfs.NewCrashableMem()
 	type point struct {
 		fs        *vfs.MemFS
-		acked     map[ID]Message
-		resolving map[ID]bool
-		resolved  map[ID]bool
+		acked     map[store.ID]store.Message
+		resolving map[store.ID]bool
+		resolved  map[store.ID]bool
 	}
 	var (
 		mu        sync.Mutex // guards the maps below and points
-		acked     = map[ID]Message{}
-		resolving = map[ID]bool{}
-		resolved  = map[ID]bool{}
-		submitted = map[string]Message{} // by payload
+		acked     = map[store.ID]store.Message{}
+		resolving = map[store.ID]bool{}
+		resolved  = map[store.ID]bool{}
+		submitted = map[string]store.Message{} // by payload
 		points    []point
 		writes    atomic.Int64
 	)
@@ -68,9 +69,9 @@ func TestCrashConcurrent(t *testing.T) {
 		go func(w int) {
 			defer wg.Done()
 			r := rand.New(rand.NewPCG(sd, uint64(100+w)))
-			var mine []ID
+			var mine []store.ID
 			for i := 0; i < iters; i++ {
-				msgs := make([]Message, 1+r.IntN(8))
+				msgs := make([]store.Message, 1+r.IntN(8))
 				mu.Lock()
 				for j := range msgs {
 					msgs[j] = randMsg(r, 3, 0)
@@ -100,7 +101,7 @@ func TestCrashConcurrent(t *testing.T) {
 						resolving[id] = true
 					}
 					mu.Unlock()
-					if _, err := s.Resolve(ctx, Batch{Done: []Done{{ID: done[0]}, {ID: done[1]}}}); err != nil {
+					if _, err := s.Resolve(ctx, store.Batch{Done: []store.Done{{ID: done[0]}, {ID: done[1]}}}); err != nil {
 						errc <- err
 						return
 					}
@@ -134,7 +135,7 @@ func TestCrashConcurrent(t *testing.T) {
 		for id, want := range p.acked {
 			g, ok := got.pending[id]
 			if p.resolving[id] && !ok {
-				continue // its Done was in flight: either outcome is fine
+				continue // its store.Done was in flight: either outcome is fine
 			}
 			require.True(t, ok, "crash point %d: acknowledged %s lost", i, id)
 			sameMessage(t, want, g)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+	"github.com/hourglassmq/hourglass/store"
 	"github.com/stretchr/testify/require"
 )
 
@@ -99,7 +100,7 @@ func TestCrash(t *testing.T) {
 				i, op, acked, p.unsynced, len(got.pending), len(want.pending), len(got.dead), len(want.dead))
 		}
 		// The recovered store keeps working.
-		_, err = s.Append(ctx, []Message{msgAt(0, 0, "after")})
+		_, err = s.Append(ctx, []store.Message{msgAt(0, 0, "after")})
 		require.NoError(t, err)
 		require.NoError(t, s.Close())
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+	"github.com/hourglassmq/hourglass/store"
 	"github.com/stretchr/testify/require"
 )
 
@@ -78,9 +79,9 @@ func TestStickyFailure(t *testing.T) {
 			require.Contains(t, s.Err().Error(), "pebble fatal")
 			t.Logf("failure: %v", s.Err())
 			// Sticky: every later write fails, reads of the failure are stable.
-			_, err := s.Append(ctx, []Message{msgAt(0, 0, "late")})
+			_, err := s.Append(ctx, []store.Message{msgAt(0, 0, "late")})
 			require.ErrorIs(t, err, ErrFailed)
-			_, err = s.Resolve(ctx, Batch{New: []Message{msgAt(0, 0, "late")}})
+			_, err = s.Resolve(ctx, store.Batch{New: []store.Message{msgAt(0, 0, "late")}})
 			require.ErrorIs(t, err, ErrFailed)
 			_, err = s.PurgeAllDead(ctx)
 			require.ErrorIs(t, err, ErrFailed)
@@ -108,9 +109,9 @@ func TestPebbleFatalfIsSticky(t *testing.T) {
 	pebbleLogger{s}.Fatalf("pebble: fatal commit error: %v", errors.New("disk on fire"))
 	require.ErrorIs(t, s.Err(), ErrFailed)
 	require.Contains(t, s.Err().Error(), "disk on fire")
-	_, err := s.Append(ctx, []Message{msgAt(0, 0, "x")})
+	_, err := s.Append(ctx, []store.Message{msgAt(0, 0, "x")})
 	require.ErrorIs(t, err, ErrFailed)
-	_, err = s.Resolve(ctx, Batch{Done: []Done{{ID: MakeID(0, 1<<16)}}})
+	_, err = s.Resolve(ctx, store.Batch{Done: []store.Done{{ID: store.MakeID(0, 1<<16)}}})
 	require.ErrorIs(t, err, ErrFailed)
 }
 

@@ -2,9 +2,12 @@ package wal
 
 import (
 	"encoding/binary"
+	"fmt"
 	"hash/crc32"
 	"math"
 	"math/bits"
+
+	"github.com/hourglassmq/hourglass/store"
 )
 
 // FormatVersion is the on-disk format this build writes and the only one it
@@ -49,7 +52,7 @@ func blockKey(shard int, seq uint64, kind byte) []byte {
 // orderedDue maps an int64 to a uint64 that sorts the same way big-endian.
 func orderedDue(due int64) uint64 { return uint64(due) ^ (1 << 63) }
 
-func timeKey(shard int, due int64, id ID) []byte {
+func timeKey(shard int, due int64, id store.ID) []byte {
 	k := make([]byte, 18)
 	k[0] = tagTime
 	k[1] = byte(shard)
@@ -58,14 +61,14 @@ func timeKey(shard int, due int64, id ID) []byte {
 	return k
 }
 
-func decodeTimeKey(k []byte) (due int64, id ID, ok bool) {
+func decodeTimeKey(k []byte) (due int64, id store.ID, ok bool) {
 	if len(k) != 18 || k[0] != tagTime {
 		return 0, 0, false
 	}
-	return int64(binary.BigEndian.Uint64(k[2:]) ^ (1 << 63)), ID(binary.BigEndian.Uint64(k[10:])), true
+	return int64(binary.BigEndian.Uint64(k[2:]) ^ (1 << 63)), store.ID(binary.BigEndian.Uint64(k[10:])), true
 }
 
-func idKey(tag byte, id ID) []byte {
+func idKey(tag byte, id store.ID) []byte {
 	k := make([]byte, 9)
 	k[0] = tag
 	binary.BigEndian.PutUint64(k[1:], uint64(id))
@@ -195,7 +198,7 @@ func appendString(b []byte, v string) []byte {
 //	uvarint nheaders | nheaders × (str name, str value) | str payload
 //
 // where str is a uvarint length followed by that many bytes.
-func appendMessage(b []byte, m *Message) []byte {
+func appendMessage(b []byte, m *store.Message) []byte {
 	b = binary.AppendVarint(b, m.Due)
 	b = binary.AppendVarint(b, m.Expires)
 	b = binary.AppendUvarint(b, uint64(m.Attempt))
@@ -211,24 +214,24 @@ func appendMessage(b []byte, m *Message) []byte {
 
 // decodeMessage decodes a message record into a fresh Message that owns its
 // bytes (nothing aliases buf).
-func decodeMessage(buf []byte) (Message, error) {
+func decodeMessage(buf []byte) (store.Message, error) {
 	return decodeMessageInterned(buf, nil)
 }
 
 // decodeMessageInterned is decodeMessage sharing Dest strings through intern
 // (when not nil): a scan sees few distinct destinations, so this saves one
 // allocation per message. intern holds at most 1024 entries.
-func decodeMessageInterned(buf []byte, intern map[string]string) (Message, error) {
+func decodeMessageInterned(buf []byte, intern map[string]string) (store.Message, error) {
 	r := reader{what: "message", b: buf, intern: intern}
 	m := r.message()
 	if err := r.done(); err != nil {
-		return Message{}, err
+		return store.Message{}, err
 	}
 	return m, nil
 }
 
-func (r *reader) message() Message {
-	var m Message
+func (r *reader) message() store.Message {
+	var m store.Message
 	m.Due = r.varint()
 	m.Expires = r.varint()
 	att := r.uvarint()
@@ -236,7 +239,7 @@ func (r *reader) message() Message {
 		r.fail("attempt overflows uint32")
 	}
 	m.Attempt = uint32(att)
-	if d := r.bytes(MaxDestLen); r.intern == nil {
+	if d := r.bytes(store.MaxDestLen); r.intern == nil {
 		m.Dest = string(d)
 	} else if v, ok := r.intern[string(d)]; ok {
 		m.Dest = v
@@ -246,20 +249,20 @@ func (r *reader) message() Message {
 			r.intern[m.Dest] = m.Dest
 		}
 	}
-	m.Key = string(r.bytes(MaxKeyLen))
-	nh := r.count(MaxHeaders)
+	m.Key = string(r.bytes(store.MaxKeyLen))
+	nh := r.count(store.MaxHeaders)
 	if r.err == nil && nh > 0 {
-		m.Headers = make([]Header, nh)
+		m.Headers = make([]store.Header, nh)
 		for i := range m.Headers {
-			m.Headers[i].Key = string(r.bytes(MaxHeaderLen))
-			m.Headers[i].Value = string(r.bytes(MaxHeaderLen))
+			m.Headers[i].Key = string(r.bytes(store.MaxHeaderLen))
+			m.Headers[i].Value = string(r.bytes(store.MaxHeaderLen))
 		}
 	}
 	if p := r.bytes(math.MaxInt32); len(p) > 0 {
 		m.Payload = append([]byte(nil), p...)
 	}
 	if r.err != nil {
-		return Message{}
+		return store.Message{}
 	}
 	return m
 }
@@ -280,8 +283,8 @@ func messageDue(buf []byte) (int64, bool) {
 // encodes entries straight into the final buffer. The CRC covers every byte
 // before it.
 type blockBuilder struct {
-	msgs   []*Message // borrowed from callers until the group is encoded
-	size   int        // sum of the messages' encoded sizes
+	msgs   []*store.Message // borrowed from callers until the group is encoded
+	size   int              // sum of the messages' encoded sizes
 	minDue int64
 	maxDue int64
 	keyed  []uint64
@@ -289,7 +292,7 @@ type blockBuilder struct {
 
 const blockTrailer = 8
 
-func (bb *blockBuilder) add(m *Message) int {
+func (bb *blockBuilder) add(m *store.Message) int {
 	slot := len(bb.msgs)
 	if slot == 0 {
 		bb.minDue, bb.maxDue = m.Due, m.Due
@@ -353,7 +356,7 @@ func varintLen(x int64) int {
 func strLen(n int) int { return uvarintLen(uint64(n)) + n }
 
 // messageSize is the exact length appendMessage produces for m.
-func messageSize(m *Message) int {
+func messageSize(m *store.Message) int {
 	n := varintLen(m.Due) + varintLen(m.Expires) + uvarintLen(uint64(m.Attempt)) +
 		strLen(len(m.Dest)) + strLen(len(m.Key)) + uvarintLen(uint64(len(m.Headers))) + strLen(len(m.Payload))
 	for _, h := range m.Headers {
@@ -542,7 +545,7 @@ func decodeIndex(buf []byte) (indexEntry, error) {
 	}
 	var e indexEntry
 	e.due = r.varint()
-	e.key = string(r.bytes(MaxKeyLen))
+	e.key = string(r.bytes(store.MaxKeyLen))
 	if err := r.done(); err != nil {
 		return indexEntry{}, err
 	}
@@ -552,7 +555,7 @@ func decodeIndex(buf []byte) (indexEntry, error) {
 // Dead record, the value of tagDead|id:
 //
 //	u8 version | varint deadAt | str reason | message record
-func encodeDead(d *DeadLetter) []byte {
+func encodeDead(d *store.DeadLetter) []byte {
 	b := make([]byte, 0, 64+len(d.Reason)+len(d.Message.Payload))
 	b = append(b, FormatVersion)
 	b = binary.AppendVarint(b, d.DeadAt)
@@ -560,17 +563,17 @@ func encodeDead(d *DeadLetter) []byte {
 	return appendMessage(b, &d.Message)
 }
 
-func decodeDead(buf []byte) (DeadLetter, error) {
+func decodeDead(buf []byte) (store.DeadLetter, error) {
 	r := reader{what: "dead", b: buf}
 	if v := r.byte1(); r.err == nil && v != FormatVersion {
 		r.fail("unknown dead-letter version")
 	}
-	var d DeadLetter
+	var d store.DeadLetter
 	d.DeadAt = r.varint()
-	d.Reason = string(r.bytes(MaxReasonLen))
+	d.Reason = string(r.bytes(store.MaxReasonLen))
 	d.Message = r.message()
 	if err := r.done(); err != nil {
-		return DeadLetter{}, err
+		return store.DeadLetter{}, err
 	}
 	return d, nil
 }
@@ -600,7 +603,7 @@ func decodeMeta(buf []byte) (version, shards int, err error) {
 	}
 	version = int(binary.LittleEndian.Uint32(v))
 	shards = int(binary.LittleEndian.Uint32(s))
-	if version == FormatVersion && (shards < 1 || shards > MaxShards) {
+	if version == FormatVersion && (shards < 1 || shards > store.MaxShards) {
 		r.fail("shard count out of range")
 		return 0, 0, r.err
 	}
@@ -608,3 +611,11 @@ func decodeMeta(buf []byte) (version, shards int, err error) {
 }
 
 func crc32c(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
+
+// decodeKeyIndex decodes an idempotency-key record: the ID it names.
+func decodeKeyIndex(buf []byte) (store.ID, error) {
+	if len(buf) != 8 {
+		return 0, &CorruptionError{What: "key index", Reason: fmt.Sprintf("want 8 bytes, have %d", len(buf))}
+	}
+	return store.ID(binary.BigEndian.Uint64(buf)), nil
+}

@@ -9,16 +9,17 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/hourglassmq/hourglass/store"
 	"github.com/stretchr/testify/require"
 )
 
 var flagUpdate = flag.Bool("wal.update", false, "rewrite testdata (fuzz seed corpus, golden store)")
 
-func sampleMessage() Message {
-	return Message{
+func sampleMessage() store.Message {
+	return store.Message{
 		Due: 1764072000000000000, Expires: 1764075600000000000, Attempt: 3,
 		Dest: "nats://orders.expire", Key: "order-42",
-		Headers: []Header{{"content-type", "application/json"}, {"trace", "abc"}},
+		Headers: []store.Header{{Key: "content-type", Value: "application/json"}, {Key: "trace", Value: "abc"}},
 		Payload: []byte(`{"order":42}`),
 	}
 }
@@ -27,7 +28,7 @@ func sampleBlock() []byte {
 	var bb blockBuilder
 	m := sampleMessage()
 	bb.add(&m)
-	m2 := Message{Due: -5, Dest: "local://x"}
+	m2 := store.Message{Due: -5, Dest: "local://x"}
 	bb.add(&m2)
 	return bb.encode()
 }
@@ -38,7 +39,7 @@ func sampleSummary() []byte {
 }
 
 func sampleDead() []byte {
-	return encodeDead(&DeadLetter{Message: sampleMessage(), Reason: "handler: 500", DeadAt: 77})
+	return encodeDead(&store.DeadLetter{Message: sampleMessage(), Reason: "handler: 500", DeadAt: 77})
 }
 
 func TestRoundTrip(t *testing.T) {
@@ -74,14 +75,14 @@ func TestRoundTrip(t *testing.T) {
 	due, id, ok := decodeTimeKey(timeKey(3, -7, 99))
 	require.True(t, ok)
 	require.Equal(t, int64(-7), due)
-	require.Equal(t, ID(99), id)
+	require.Equal(t, store.ID(99), id)
 	require.Negative(t, bytes.Compare(timeKey(0, -1, 0), timeKey(0, 1, 0)), "negative dues sort first")
 }
 
 // TestMalformed feeds broken records to every decoder: each must return a
 // *CorruptionError (errors.Is ErrCorrupt), never panic.
 func TestMalformed(t *testing.T) {
-	msg := appendMessage(nil, new(Message))
+	msg := appendMessage(nil, new(store.Message))
 	block := sampleBlock()
 	flip := func(b []byte, i int) []byte {
 		c := bytes.Clone(b)
@@ -100,7 +101,7 @@ func TestMalformed(t *testing.T) {
 		{"message huge length", decMsg, bigLen},
 		{"message bad varint", decMsg, bytes.Repeat([]byte{0xff}, 11)},
 		{"message attempt overflow", decMsg, append([]byte{0, 0}, binary.AppendUvarint(nil, 1<<33)...)},
-		{"message too many headers", decMsg, append([]byte{0, 0, 0, 0, 0}, binary.AppendUvarint(nil, MaxHeaders+1)...)},
+		{"message too many headers", decMsg, append([]byte{0, 0, 0, 0, 0}, binary.AppendUvarint(nil, store.MaxHeaders+1)...)},
 		{"block empty", decBlock, nil},
 		{"block short", decBlock, []byte{1, 2, 3}},
 		{"block checksum", decBlock, flip(block, 3)},
@@ -173,7 +174,7 @@ func decBlock(b []byte) error {
 func FuzzDecodeMessage(f *testing.F) {
 	m := sampleMessage()
 	f.Add(appendMessage(nil, &m))
-	f.Add(appendMessage(nil, new(Message)))
+	f.Add(appendMessage(nil, new(store.Message)))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := decodeMessage(b)
 		if err != nil {
@@ -248,9 +249,9 @@ func FuzzDecodeMeta(f *testing.F) {
 
 func FuzzParseID(f *testing.F) {
 	f.Add("0000000000001")
-	f.Add(MakeID(255, localMask).String())
+	f.Add(store.MakeID(255, store.LocalMask).String())
 	f.Fuzz(func(t *testing.T, s string) {
-		id, err := ParseID(s)
+		id, err := store.ParseID(s)
 		if err == nil && id.String() != s {
 			t.Fatalf("ParseID(%q) = %v, which prints as %q", s, id, id.String())
 		}
@@ -265,7 +266,7 @@ func TestWriteFuzzCorpus(t *testing.T) {
 	}
 	m := sampleMessage()
 	corpus := map[string][][]byte{
-		"FuzzDecodeMessage": {appendMessage(nil, &m), appendMessage(nil, new(Message)), {0, 0, 0, 0xff}},
+		"FuzzDecodeMessage": {appendMessage(nil, &m), appendMessage(nil, new(store.Message)), {0, 0, 0, 0xff}},
 		"FuzzDecodeBlock":   {sampleBlock(), sampleBlock()[:9]},
 		"FuzzDecodeSummary": {sampleSummary(), (&summary{n: 64, bits: make([]uint64, 1)}).encode()},
 		"FuzzDecodeIndex":   {indexEntry{due: -1, key: "order-1"}.encode()},
@@ -282,7 +283,7 @@ func TestWriteFuzzCorpus(t *testing.T) {
 	}
 	dir := filepath.Join("testdata", "fuzz", "FuzzParseID")
 	require.NoError(t, os.MkdirAll(dir, 0o755))
-	for i, s := range []string{MakeID(1, 1<<16).String(), "vvvvvvvvvvvvv", "0"} {
+	for i, s := range []string{store.MakeID(1, 1<<16).String(), "vvvvvvvvvvvvv", "0"} {
 		body := fmt.Sprintf("go test fuzz v1\nstring(%q)\n", s)
 		require.NoError(t, os.WriteFile(filepath.Join(dir, fmt.Sprintf("seed-%d", i)), []byte(body), 0o644))
 	}

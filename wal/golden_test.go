@@ -10,6 +10,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/hourglassmq/hourglass/store"
 	"github.com/stretchr/testify/require"
 )
 
@@ -17,13 +18,13 @@ const goldenDir = "testdata/golden-v1"
 
 // goldenState is the JSON form of a store's contents kept beside the fixture.
 type goldenState struct {
-	Pending map[string]Message    `json:"pending"`
-	Dead    map[string]DeadLetter `json:"dead"`
+	Pending map[string]store.Message    `json:"pending"`
+	Dead    map[string]store.DeadLetter `json:"dead"`
 }
 
 func toGolden(m *model) goldenState {
 	m = normalize(m)
-	g := goldenState{Pending: map[string]Message{}, Dead: map[string]DeadLetter{}}
+	g := goldenState{Pending: map[string]store.Message{}, Dead: map[string]store.DeadLetter{}}
 	for id, msg := range m.pending {
 		g.Pending[id.String()] = msg
 	}

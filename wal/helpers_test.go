@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/hourglassmq/hourglass/store"
 	"github.com/stretchr/testify/require"
 )
 
@@ -56,17 +57,17 @@ func seed(t testing.TB) uint64 {
 }
 
 // msgAt builds a test message due d after testNow.
-func msgAt(shard int, d time.Duration, tag string) Message {
-	return Message{
+func msgAt(shard int, d time.Duration, tag string) store.Message {
+	return store.Message{
 		Shard:   shard,
 		Due:     testNow.Add(d).UnixNano(),
 		Dest:    "local://test",
-		Headers: []Header{{"tag", tag}},
+		Headers: []store.Header{{Key: "tag", Value: tag}},
 		Payload: []byte("payload-" + tag),
 	}
 }
 
-func randMsg(r *rand.Rand, shards int, i int) Message {
+func randMsg(r *rand.Rand, shards int, i int) store.Message {
 	// Mostly near-term (packed), some far-future (time keyspace).
 	d := time.Duration(r.IntN(int(50 * time.Second)))
 	if r.IntN(4) == 0 {
@@ -80,7 +81,7 @@ func randMsg(r *rand.Rand, shards int, i int) Message {
 }
 
 // sameMessage compares what the store must preserve.
-func sameMessage(t testing.TB, want, got Message) {
+func sameMessage(t testing.TB, want, got store.Message) {
 	t.Helper()
 	want.ID, got.ID = 0, 0
 	if len(want.Headers) == 0 {

@@ -3,6 +3,8 @@ package wal
 import (
 	"math/bits"
 	"time"
+
+	"github.com/hourglassmq/hourglass/store"
 )
 
 // histogram is a log-linear latency histogram: for each power of two of
@@ -63,6 +65,6 @@ func (h *histogram) quantile(q float64) time.Duration {
 	return h.max
 }
 
-func (h *histogram) summary() LatencySummary {
-	return LatencySummary{Count: h.n, P50: h.quantile(0.50), P99: h.quantile(0.99), Max: h.max}
+func (h *histogram) summary() store.Latency {
+	return store.Latency{Count: h.n, P50: h.quantile(0.50), P99: h.quantile(0.99), Max: h.max}
 }

@@ -13,19 +13,20 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/hourglassmq/hourglass/store"
 	"github.com/stretchr/testify/require"
 )
 
 // model is the reference the store is checked against: what is pending, what
 // is dead, and which idempotency keys are remembered.
 type model struct {
-	pending map[ID]Message
-	dead    map[ID]DeadLetter
-	keys    map[string]ID
+	pending map[store.ID]store.Message
+	dead    map[store.ID]store.DeadLetter
+	keys    map[string]store.ID
 }
 
 func newModel() *model {
-	return &model{pending: map[ID]Message{}, dead: map[ID]DeadLetter{}, keys: map[string]ID{}}
+	return &model{pending: map[store.ID]store.Message{}, dead: map[store.ID]store.DeadLetter{}, keys: map[string]store.ID{}}
 }
 
 func (m *model) clone() *model {
@@ -43,14 +44,14 @@ type harness struct {
 	n      int
 }
 
-func (h *harness) pick(k int) []ID {
+func (h *harness) pick(k int) []store.ID {
 	ids := slices.Sorted(maps.Keys(h.m.pending))
 	h.r.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
 	return ids[:min(k, len(ids))]
 }
 
-func (h *harness) newMsgs(k int) []Message {
-	msgs := make([]Message, k)
+func (h *harness) newMsgs(k int) []store.Message {
+	msgs := make([]store.Message, k)
 	for i := range msgs {
 		h.n++
 		msgs[i] = randMsg(h.r, h.shards, h.n)
@@ -59,12 +60,12 @@ func (h *harness) newMsgs(k int) []Message {
 }
 
 // applyNew mirrors Append / Batch.New in the model and checks the results.
-func (h *harness) applyNew(m *model, msgs []Message, res []Appended) {
+func (h *harness) applyNew(m *model, msgs []store.Message, res []store.Appended) {
 	require.Len(h.t, res, len(msgs))
 	for i, msg := range msgs {
 		if msg.Key != "" {
 			if id, ok := m.keys[msg.Key]; ok {
-				require.Equal(h.t, Appended{ID: id, Existing: true}, res[i], "key %q", msg.Key)
+				require.Equal(h.t, store.Appended{ID: id, Existing: true}, res[i], "key %q", msg.Key)
 				continue
 			}
 		}
@@ -94,27 +95,27 @@ func (h *harness) step(ctx context.Context) (*model, error) {
 		}
 		h.applyNew(next, msgs, res)
 	case k < 8:
-		var b Batch
+		var b store.Batch
 		for _, id := range h.pick(1 + h.r.IntN(12)) {
 			switch h.r.IntN(4) {
 			case 0, 1:
-				b.Done = append(b.Done, Done{ID: id, Reason: Reason(h.r.IntN(int(numReasons)))})
+				b.Done = append(b.Done, store.Done{ID: id, Reason: store.Reason(h.r.IntN(int(store.NumReasons)))})
 				if key := next.pending[id].Key; key != "" {
 					delete(next.keys, key)
 				}
 				delete(next.pending, id)
 			case 2:
-				u := Update{ID: id, Due: testNow.Add(time.Duration(h.r.IntN(int(3 * time.Hour)))).UnixNano(), Attempt: uint32(h.r.IntN(9))}
+				u := store.Update{ID: id, Due: testNow.Add(time.Duration(h.r.IntN(int(3 * time.Hour)))).UnixNano(), Attempt: uint32(h.r.IntN(9))}
 				b.Update = append(b.Update, u)
 				msg := next.pending[id]
 				msg.Due, msg.Attempt = u.Due, u.Attempt
 				next.pending[id] = msg
 			case 3:
-				d := Dead{ID: id, Reason: fmt.Sprint("r", h.r.IntN(3)), Attempt: uint32(h.r.IntN(9))}
+				d := store.Dead{ID: id, Reason: fmt.Sprint("r", h.r.IntN(3)), Attempt: uint32(h.r.IntN(9))}
 				b.Dead = append(b.Dead, d)
 				msg := next.pending[id]
 				msg.Attempt = d.Attempt
-				next.dead[id] = DeadLetter{Message: msg, Reason: d.Reason, DeadAt: testNow.UnixNano()}
+				next.dead[id] = store.DeadLetter{Message: msg, Reason: d.Reason, DeadAt: testNow.UnixNano()}
 				delete(next.pending, id)
 			}
 		}
@@ -135,12 +136,13 @@ func (h *harness) step(ctx context.Context) (*model, error) {
 			next.pending[id] = msg
 			delete(next.dead, id)
 		}
-		got, err := h.s.ReplayDead(ctx, ids, due)
-		if err != nil {
+		if err := h.s.ReplayDead(ctx, ids, due); err != nil {
 			return nil, err
 		}
-		for i, id := range ids {
-			sameMessage(h.t, next.pending[id], got[i])
+		for _, id := range ids {
+			got, err := h.s.Get(ctx, id)
+			require.NoError(h.t, err)
+			sameMessage(h.t, next.pending[id], got)
 		}
 	case k == 9 && len(h.m.dead) > 0:
 		ids := slices.Sorted(maps.Keys(h.m.dead))[:1]
@@ -155,12 +157,12 @@ func (h *harness) step(ctx context.Context) (*model, error) {
 		}
 	default:
 		// A resolve of something no longer pending must fail and write nothing.
-		gone := MakeID(0, 1<<slotBits|5) // never pending in the model
+		gone := store.MakeID(0, 1<<slotBits|5) // never pending in the model
 		if _, ok := h.m.pending[gone]; ok {
 			return next, nil
 		}
-		_, err := h.s.Resolve(ctx, Batch{Done: []Done{{ID: gone}}, New: h.newMsgs(1)})
-		var np *NotPendingError
+		_, err := h.s.Resolve(ctx, store.Batch{Done: []store.Done{{ID: gone}}, New: h.newMsgs(1)})
+		var np *store.NotPendingError
 		require.ErrorAs(h.t, err, &np)
 	}
 	h.m = next
@@ -172,10 +174,10 @@ func storeState(t testing.TB, s *Store) *model {
 	ctx := context.Background()
 	got := newModel()
 	for shard := 0; shard < s.Shards(); shard++ {
-		var c Cursor
-		var prev *Message
+		var c store.Position
+		var prev *store.Message
 		for {
-			page, next, err := s.Scan(ctx, ScanQuery{Shard: shard, From: math.MinInt64, To: math.MaxInt64, Limit: 50, After: c})
+			page, next, err := s.Scan(ctx, store.ScanQuery{Shard: shard, From: math.MinInt64, To: math.MaxInt64, Limit: 50, After: c})
 			require.NoError(t, err)
 			for i := range page {
 				if prev != nil {
@@ -186,15 +188,15 @@ func storeState(t testing.TB, s *Store) *model {
 				require.False(t, dup, "scan returned %s twice", page[i].ID)
 				got.pending[page[i].ID] = page[i]
 			}
-			c = next
-			if c.End() {
+			c = next.Next
+			if next.Done {
 				break
 			}
 		}
 	}
-	var after ID
+	var after store.ID
 	for {
-		dl, next, err := s.ListDead(ctx, DeadQuery{After: after, Limit: 7})
+		dl, next, err := s.ListDead(ctx, store.DeadQuery{After: after, Limit: 7})
 		require.NoError(t, err)
 		for _, d := range dl {
 			got.dead[d.Message.ID] = d
@@ -289,7 +291,7 @@ func requireReclaimed(t testing.TB, s *Store) {
 		}
 	}
 	require.NoError(t, it.Close())
-	require.Equal(t, 2*s.Stats().Blocks, keys)
+	require.Equal(t, 2*s.blockCount(), keys)
 }
 
 // TestModel runs random operations against the store and the model, checking
@@ -321,9 +323,9 @@ func TestModel(t *testing.T) {
 	}
 	// Drain everything: every block must be dropped.
 	for len(h.m.pending) > 0 {
-		var b Batch
+		var b store.Batch
 		for _, id := range h.pick(100) {
-			b.Done = append(b.Done, Done{ID: id})
+			b.Done = append(b.Done, store.Done{ID: id})
 			delete(h.m.pending, id)
 		}
 		_, err := h.s.Resolve(ctx, b)
@@ -331,7 +333,7 @@ func TestModel(t *testing.T) {
 	}
 	requireState(t, h.m, h.s)
 	requireReclaimed(t, h.s)
-	require.Zero(t, h.s.Stats().Blocks)
+	require.Zero(t, h.s.blockCount())
 	require.NoError(t, h.s.Close())
 }
 
@@ -343,12 +345,12 @@ func TestConcurrentCallers(t *testing.T) {
 	defer s.Close()
 	const callers, calls, per = 16, 20, 10
 	errc := make(chan error, callers)
-	idc := make(chan []ID, callers)
+	idc := make(chan []store.ID, callers)
 	for c := 0; c < callers; c++ {
 		go func(c int) {
-			var got []ID
+			var got []store.ID
 			for i := 0; i < calls; i++ {
-				msgs := make([]Message, per)
+				msgs := make([]store.Message, per)
 				for j := range msgs {
 					msgs[j] = msgAt((c+j)%4, time.Duration(j)*time.Second, "c")
 				}
@@ -361,7 +363,7 @@ func TestConcurrentCallers(t *testing.T) {
 					got = append(got, r.ID)
 				}
 				if i%4 == 0 {
-					if _, err := s.Resolve(ctx, Batch{Done: []Done{{ID: res[0].ID}}}); err != nil {
+					if _, err := s.Resolve(ctx, store.Batch{Done: []store.Done{{ID: res[0].ID}}}); err != nil {
 						errc <- err
 						return
 					}
@@ -371,7 +373,7 @@ func TestConcurrentCallers(t *testing.T) {
 			idc <- got
 		}(c)
 	}
-	seen := map[ID]bool{}
+	seen := map[store.ID]bool{}
 	for c := 0; c < callers; c++ {
 		require.NoError(t, <-errc)
 	}

@@ -6,17 +6,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
-)
-
-// Limits on message fields, checked by Append and Resolve before anything is
-// written. They keep every record small enough to decode with bounded memory.
-const (
-	MaxDestLen      = 1 << 10 // bytes of Message.Dest
-	MaxKeyLen       = 1 << 10 // bytes of Message.Key
-	MaxHeaders      = 64      // entries in Message.Headers
-	MaxHeaderLen    = 4 << 10 // bytes of one header key or value
-	MaxReasonLen    = 1 << 10 // bytes of a dead-letter reason
-	MaxCallMessages = 16384   // messages (or resolve outcomes) in one call
+	"github.com/hourglassmq/hourglass/store"
 )
 
 // Options configures Open. The zero value of every field except Dir selects
@@ -58,17 +48,22 @@ type Options struct {
 	CacheSize int64
 	// MemTableSize is Pebble's memtable size in bytes. Default 64 MiB.
 	MemTableSize uint64
+
+	// Set by OpenStore: the shard count of a new store opened with
+	// Shards 0, and the engine's event hooks.
+	defaultShards int
+	events        store.Events
 }
 
 // Defaults of the Options fields of the same names (see Options).
 const (
-	DefaultMaxBatch      = 8192                   // records per group commit
-	DefaultMaxBatchDelay = 100 * time.Microsecond // wait for more callers
-	DefaultMaxPayload    = 1 << 20                // bytes
-	DefaultHorizon       = 10 * time.Minute       // packed vs time-ordered
-	DefaultCacheSize     = 64 << 20               // Pebble block cache bytes
-	DefaultMemTableSize  = 64 << 20               // Pebble memtable bytes
-	maxBatchLimit        = 2 * MaxCallMessages    // slot space of one group
+	DefaultMaxBatch      = 8192                      // records per group commit
+	DefaultMaxBatchDelay = 100 * time.Microsecond    // wait for more callers
+	DefaultMaxPayload    = 1 << 20                   // bytes
+	DefaultHorizon       = 10 * time.Minute          // packed vs time-ordered
+	DefaultCacheSize     = 64 << 20                  // Pebble block cache bytes
+	DefaultMemTableSize  = 64 << 20                  // Pebble memtable bytes
+	maxBatchLimit        = 2 * store.MaxCallMessages // slot space of one group
 )
 
 // Validate explains every bad value; Open calls it.
@@ -76,8 +71,8 @@ func (o Options) Validate() error {
 	switch {
 	case o.Dir == "":
 		return invalidf("options: Dir is empty; the store needs a directory")
-	case o.Shards < 0 || o.Shards > MaxShards:
-		return invalidf("options: Shards = %d; want 0 (use the stored value) or 1..%d", o.Shards, MaxShards)
+	case o.Shards < 0 || o.Shards > store.MaxShards:
+		return invalidf("options: Shards = %d; want 0 (use the stored value) or 1..%d", o.Shards, store.MaxShards)
 	case o.MaxBatch < 0 || o.MaxBatch > maxBatchLimit:
 		return invalidf("options: MaxBatch = %d; want 0 (default %d) or 1..%d", o.MaxBatch, DefaultMaxBatch, maxBatchLimit)
 	case o.MaxBatchDelay > time.Second:

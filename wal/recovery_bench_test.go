@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hourglassmq/hourglass/store"
 	"github.com/stretchr/testify/require"
 )
 
@@ -28,9 +29,9 @@ func benchN() int {
 // populate appends n 100-byte messages over 16 shards, due within the next
 // minute, from 8 goroutines in calls of 1000, and returns their IDs in
 // append order.
-func populate(b *testing.B, s *Store, n int) []ID {
+func populate(b *testing.B, s *Store, n int) []store.ID {
 	ctx := context.Background()
-	ids := make([]ID, n)
+	ids := make([]store.ID, n)
 	payload := make([]byte, 100)
 	now := time.Now().UnixNano()
 	const per = 1000
@@ -40,12 +41,12 @@ func populate(b *testing.B, s *Store, n int) []ID {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			msgs := make([]Message, per)
+			msgs := make([]store.Message, per)
 			for start := range work {
 				k := min(per, n-start)
 				for j := 0; j < k; j++ {
 					i := start + j
-					msgs[j] = Message{Shard: i % 16, Due: now + int64(i%60_000)*int64(time.Millisecond), Dest: "local://bench", Payload: payload}
+					msgs[j] = store.Message{Shard: i % 16, Due: now + int64(i%60_000)*int64(time.Millisecond), Dest: "local://bench", Payload: payload}
 				}
 				res, err := s.Append(ctx, msgs[:k])
 				if err != nil {
@@ -72,13 +73,13 @@ func scanAll(b *testing.B, s *Store) int {
 	ctx := context.Background()
 	total := 0
 	for shard := 0; shard < s.Shards(); shard++ {
-		var c Cursor
+		var c store.Position
 		for {
-			page, next, err := s.Scan(ctx, ScanQuery{Shard: shard, From: math.MinInt64, To: math.MaxInt64, Limit: 1 << 20, After: c})
+			page, next, err := s.Scan(ctx, store.ScanQuery{Shard: shard, From: math.MinInt64, To: math.MaxInt64, Limit: 1 << 20, After: c})
 			require.NoError(b, err)
 			total += len(page)
-			c = next
-			if c.End() {
+			c = next.Next
+			if next.Done {
 				break
 			}
 		}
@@ -141,10 +142,10 @@ func BenchmarkScanAfterResolve(b *testing.B) {
 	churned, err := Open(ctx, copts)
 	require.NoError(b, err)
 	ids := populate(b, churned, n)
-	for start := 0; start < n-keep; start += MaxCallMessages {
-		var batch Batch
-		for _, id := range ids[start:min(start+MaxCallMessages, n-keep)] {
-			batch.Done = append(batch.Done, Done{ID: id})
+	for start := 0; start < n-keep; start += store.MaxCallMessages {
+		var batch store.Batch
+		for _, id := range ids[start:min(start+store.MaxCallMessages, n-keep)] {
+			batch.Done = append(batch.Done, store.Done{ID: id})
 		}
 		_, err := churned.Resolve(ctx, batch)
 		require.NoError(b, err)

@@ -6,11 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/hourglassmq/hourglass/store"
 )
 
 // PebbleFormat is the Pebble format major version the store is created with
@@ -32,13 +35,14 @@ type Store struct {
 	mu     sync.RWMutex
 	closed bool
 
-	failed   atomic.Pointer[error] // sticky failure, wraps ErrFailed
+	failed   atomic.Pointer[error]    // sticky failure, wraps ErrFailed
+	owner    atomic.Pointer[ownerRef] // set by Start; fed by the committer
 	recovery Recovery
 
 	// watermark[shard] is the lowest block sequence that may hold a pending
 	// message; block iterators start there. Written by the committer after a
 	// commit, read by Scan.
-	watermark [MaxShards]atomic.Uint64
+	watermark [store.MaxShards]atomic.Uint64
 
 	w *writer
 
@@ -48,7 +52,7 @@ type Store struct {
 	blocks  int
 	batches uint64
 	records uint64
-	done    [numReasons]uint64
+	done    [store.NumReasons]uint64
 	syncLat histogram
 }
 
@@ -99,7 +103,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	s.recovery.Duration = time.Since(start)
 	s.w.start()
 	s.log.Info("wal: opened", "shards", s.shards, "blocks", s.recovery.Blocks,
-		"pending", s.recovery.BlockPending+s.recovery.TimedPending, "dead", s.recovery.Dead,
+		"pending", s.recovery.BlockPending+s.recovery.TimedPending, "dead", s.recovery.DeadLetters,
 		"took", s.recovery.Duration)
 	return s, nil
 }
@@ -109,7 +113,10 @@ func (s *Store) loadMeta() (uint64, error) {
 	val, closer, err := s.db.Get(keyMeta)
 	if errors.Is(err, pebble.ErrNotFound) {
 		if s.opts.Shards == 0 {
-			return 0, invalidf("open %s: new store needs Options.Shards (1..%d)", s.opts.Dir, MaxShards)
+			s.opts.Shards = s.opts.defaultShards
+		}
+		if s.opts.Shards == 0 {
+			return 0, invalidf("open %s: new store needs Options.Shards (1..%d)", s.opts.Dir, store.MaxShards)
 		}
 		// A store with keys but no meta record is not ours (or is damaged).
 		it, err := s.db.NewIter(nil)
@@ -125,14 +132,18 @@ func (s *Store) loadMeta() (uint64, error) {
 		}
 		b := s.db.NewBatch()
 		_ = b.Set(keyMeta, encodeMeta(s.opts.Shards), nil)
-		_ = b.Set(keySeq, binary.BigEndian.AppendUint64(nil, 0), nil)
+		// A new store starts its sequence at a random point of the first
+		// 1/16 of its range, so two stores (almost surely) assign different
+		// IDs and an ID from one names nothing in the other.
+		first := 1<<16 + rand.Uint64N(firstSeqSpan)
+		_ = b.Set(keySeq, binary.BigEndian.AppendUint64(nil, first), nil)
 		if err := b.Commit(pebble.Sync); err != nil {
 			return 0, fmt.Errorf("wal: open %s: write meta: %w", s.opts.Dir, err)
 		}
 		_ = b.Close()
 		s.shards = s.opts.Shards
 		s.recovery.Created = true
-		return 0, nil
+		return first, nil
 	}
 	if err != nil {
 		return 0, fmt.Errorf("wal: open %s: read meta: %w", s.opts.Dir, err)
@@ -220,8 +231,8 @@ func (s *Store) recover(ctx context.Context, lastSeq uint64) error {
 		if len(k) != 9 {
 			return &CorruptionError{What: "index key", Reason: fmt.Sprintf("length %d", len(k))}
 		}
-		id := ID(binary.BigEndian.Uint64(k[1:]))
-		if id.Shard() >= s.shards || id.seq() > lastSeq {
+		id := store.ID(binary.BigEndian.Uint64(k[1:]))
+		if id.Shard() >= s.shards || idSeq(id) > lastSeq {
 			return &CorruptionError{What: "index key", Reason: fmt.Sprintf("id %s out of range", id)}
 		}
 		s.pending[id.Shard()]++
@@ -231,11 +242,11 @@ func (s *Store) recover(ctx context.Context, lastSeq uint64) error {
 		return wrap("index", err)
 	}
 	s.recovery.TimedPending = counted
-	s.recovery.Dead, err = s.countKeys(ctx, tagDead, func([]byte) error { return nil })
+	s.recovery.DeadLetters, err = s.countKeys(ctx, tagDead, func([]byte) error { return nil })
 	if err != nil {
 		return wrap("dead letters", err)
 	}
-	s.dead = s.recovery.Dead
+	s.dead = s.recovery.DeadLetters
 	s.blocks = s.recovery.Blocks
 	for shard := 0; shard < s.shards; shard++ {
 		s.watermark[shard].Store(w.watermark(shard))
@@ -318,7 +329,7 @@ func (s *Store) enter() error {
 func (s *Store) leave() { s.mu.RUnlock() }
 
 // Stats returns a snapshot of the counters.
-func (s *Store) Stats() Stats {
+func (s *Store) Stats() store.Stats {
 	var disk uint64
 	if s.enter() == nil {
 		disk = s.db.Metrics().DiskSpaceUsage()
@@ -326,23 +337,30 @@ func (s *Store) Stats() Stats {
 	}
 	s.statsMu.Lock()
 	defer s.statsMu.Unlock()
-	st := Stats{
+	st := store.Stats{
+		Kind:         "pebble",
 		Pending:      append([]int64(nil), s.pending...),
 		Dead:         s.dead,
-		Blocks:       s.blocks,
 		DiskBytes:    disk,
-		Batches:      s.batches,
+		Commits:      s.batches,
 		Records:      s.records,
-		DoneByReason: make(map[string]uint64, numReasons),
+		DoneByReason: make(map[string]uint64, store.NumReasons),
 		Sync:         s.syncLat.summary(),
 	}
 	for _, p := range st.Pending {
 		st.PendingTotal += p
 	}
-	for r := Reason(0); r < numReasons; r++ {
+	for r := store.Reason(0); r < store.NumReasons; r++ {
 		st.DoneByReason[r.String()] = s.done[r]
 	}
 	return st
+}
+
+// blockCount returns the number of packed blocks with a pending slot.
+func (s *Store) blockCount() int {
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	return s.blocks
 }
 
 // pebbleLogger routes Pebble's log lines to slog and turns Fatalf, which
@@ -360,4 +378,71 @@ func (l pebbleLogger) Errorf(format string, args ...any) {
 
 func (l pebbleLogger) Fatalf(format string, args ...any) {
 	l.s.fail(fmt.Errorf("pebble fatal: %s", fmt.Sprintf(format, args...)))
+}
+
+// firstSeqSpan bounds a new store's random first sequence (1/16 of the
+// 40-bit sequence space).
+const firstSeqSpan = 1 << (seqBits - 4)
+
+type ownerRef struct{ o store.Owner }
+
+// Start attaches every shard to o and from then on feeds it the messages
+// each commit makes pending (store.Store).
+func (s *Store) Start(_ context.Context, o store.Owner) error {
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.leave()
+	if !s.owner.CompareAndSwap(nil, &ownerRef{o}) {
+		return fmt.Errorf("wal: Start called twice")
+	}
+	for i := 0; i < s.shards; i++ {
+		o.Attach(i)
+	}
+	return nil
+}
+
+// OpenStore implements store.Opener: fields left zero take the engine's
+// values (a new store takes the engine's shard count, or GOMAXPROCS).
+func (o Options) OpenStore(ctx context.Context, env store.Env) (store.Store, error) {
+	if o.Shards == 0 {
+		o.Shards = env.Shards
+	}
+	o.defaultShards = min(runtime.GOMAXPROCS(0), store.MaxShards)
+	if o.Horizon == 0 && env.Window > 0 {
+		o.Horizon = env.Window
+	}
+	if o.MaxPayload == 0 {
+		o.MaxPayload = env.MaxPayload
+	}
+	if o.Logger == nil {
+		o.Logger = env.Logger
+	}
+	if o.Now == nil {
+		o.Now = env.Now
+	}
+	o.events = env.Events
+	return Open(ctx, o)
+}
+
+// Lookup returns the ID an idempotency key names (store.Store).
+func (s *Store) Lookup(ctx context.Context, key string) (store.ID, error) {
+	if err := s.enter(); err != nil {
+		return 0, err
+	}
+	defer s.leave()
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if err := s.Err(); err != nil {
+		return 0, err
+	}
+	id, found, err := readRecord(s.db, idemKey(key), decodeKeyIndex)
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf("wal: key %.64q: %w", key, err)
+	case !found || key == "":
+		return 0, fmt.Errorf("wal: key %.64q: %w", key, store.ErrNotFound)
+	}
+	return id, nil
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/hourglassmq/hourglass/store"
 )
 
 // The writer is the single goroutine that owns every write. It gathers
@@ -44,12 +45,12 @@ const (
 
 type request struct {
 	kind  reqKind
-	msgs  []Message // reqAppend
-	batch *Batch    // reqResolve
-	ids   []ID      // reqReplay, reqPurge
-	due   int64     // reqReplay
-	n     int       // records, for group sizing
-	size  int       // estimated encoded bytes, for presizing the batch
+	msgs  []store.Message // reqAppend
+	batch *store.Batch    // reqResolve
+	ids   []store.ID      // reqReplay, reqPurge
+	due   int64           // reqReplay
+	n     int             // records, for group sizing
+	size  int             // estimated encoded bytes, for presizing the batch
 	reply chan result
 	// state arbitrates between the writer taking the request and the caller
 	// abandoning it (ctx done): reqQueued -> reqTaken or reqAbandoned. Once
@@ -66,8 +67,8 @@ const (
 )
 
 type result struct {
-	appended []Appended
-	msgs     []Message
+	appended []store.Appended
+	msgs     []store.Message
 	count    int
 	err      error
 }
@@ -75,13 +76,13 @@ type result struct {
 // overlay records what uncommitted groups did to keys the writer reads back
 // from Pebble. A nil pointer / zero ID means "deleted".
 type overlay struct {
-	timed map[ID]*Message
-	dead  map[ID]*DeadLetter
-	keys  map[string]ID
+	timed map[store.ID]*store.Message
+	dead  map[store.ID]*store.DeadLetter
+	keys  map[string]store.ID
 }
 
 func newOverlay() *overlay {
-	return &overlay{timed: map[ID]*Message{}, dead: map[ID]*DeadLetter{}, keys: map[string]ID{}}
+	return &overlay{timed: map[store.ID]*store.Message{}, dead: map[store.ID]*store.DeadLetter{}, keys: map[string]store.ID{}}
 }
 
 type shardOrder struct {
@@ -97,7 +98,7 @@ type writer struct {
 	exited  chan struct{}
 
 	lastSeq uint64
-	blocks  map[uint64]*summary // key: ID.blockRef()
+	blocks  map[uint64]*summary // key: blockRef(store.ID)
 	order   []shardOrder
 	// deletedTo[shard]: every block below this sequence is range-deleted.
 	deletedTo []uint64
@@ -120,11 +121,22 @@ type group struct {
 	added    int
 	pending  []int64
 	dead     int64
-	done     [numReasons]uint64
+	done     [store.NumReasons]uint64
 	marks    map[int]uint64 // new watermarks per shard
 	built    chan struct{}  // closed once the requests are encoded
 	blockBuf map[uint64]blockView
 	now      int64
+	// fed holds, per shard, the messages this group makes pending, for
+	// the owner's feed once the group is committed.
+	fed map[int][]store.Message
+}
+
+// feed records m (with its ID) for the owner's feed.
+func (g *group) feed(m *store.Message) {
+	if g.fed == nil {
+		g.fed = map[int][]store.Message{}
+	}
+	g.fed[m.Shard] = append(g.fed[m.Shard], *m)
 }
 
 func newWriter(s *Store, lastSeq uint64) *writer {
@@ -136,8 +148,8 @@ func newWriter(s *Store, lastSeq uint64) *writer {
 		exited:    make(chan struct{}),
 		lastSeq:   lastSeq,
 		blocks:    map[uint64]*summary{},
-		order:     make([]shardOrder, MaxShards),
-		deletedTo: make([]uint64, MaxShards),
+		order:     make([]shardOrder, store.MaxShards),
+		deletedTo: make([]uint64, store.MaxShards),
 		cur:       newOverlay(),
 		prev:      make([]*overlay, committers),
 	}
@@ -148,7 +160,7 @@ func newWriter(s *Store, lastSeq uint64) *writer {
 }
 
 func (w *writer) addBlock(shard int, seq uint64, sum *summary) {
-	w.blocks[uint64(makeStoreID(shard, seq, 0).blockRef())] = sum
+	w.blocks[uint64(blockRef(makeStoreID(shard, seq, 0)))] = sum
 	o := &w.order[shard]
 	o.seqs = append(o.seqs, seq)
 }
@@ -158,7 +170,7 @@ func (w *writer) addBlock(shard int, seq uint64, sum *summary) {
 func (w *writer) watermark(shard int) uint64 {
 	o := &w.order[shard]
 	for o.head < len(o.seqs) {
-		if _, ok := w.blocks[makeStoreID(shard, o.seqs[o.head], 0).blockRef()]; ok {
+		if _, ok := w.blocks[blockRef(makeStoreID(shard, o.seqs[o.head], 0))]; ok {
 			return o.seqs[o.head]
 		}
 		o.head++
@@ -350,6 +362,12 @@ func (w *writer) commit(g *group) {
 		for shard, m := range g.marks {
 			s.watermark[shard].Store(m)
 		}
+		// Feed the owner before answering, in commit order (one committer).
+		if ref := s.owner.Load(); ref != nil {
+			for shard, msgs := range g.fed {
+				ref.o.Feed(shard, store.Change{Seq: g.seq, Added: msgs})
+			}
+		}
 	}
 	for i, r := range g.reqs {
 		res := g.results[i]
@@ -427,15 +445,15 @@ func (w *writer) finish(g *group) {
 		w.addBlock(shard, g.seq, sum)
 		g.added++
 	}
-	var dropped []ID
+	var dropped []store.ID
 	for ref, sum := range g.dirty {
-		id := ID(ref << slotBits)
+		id := store.ID(ref << slotBits)
 		if sum.live == 0 {
 			delete(w.blocks, ref)
 			dropped = append(dropped, id)
 			g.dropped++
 		} else {
-			_ = b.Set(blockKey(id.Shard(), id.seq(), kindSummary), sum.encode(), nil)
+			_ = b.Set(blockKey(id.Shard(), idSeq(id), kindSummary), sum.encode(), nil)
 		}
 		if invariants {
 			checkSummary(sum)
@@ -447,7 +465,7 @@ func (w *writer) finish(g *group) {
 	if len(g.dirty) > 0 || g.added > 0 {
 		g.marks = map[int]uint64{}
 		for ref := range g.dirty {
-			shard := ID(ref << slotBits).Shard()
+			shard := store.ID(ref << slotBits).Shard()
 			g.marks[shard] = w.watermark(shard)
 		}
 		for shard := range g.builders {
@@ -465,9 +483,9 @@ func (w *writer) finish(g *group) {
 		}
 	}
 	for _, id := range dropped {
-		if id.seq() >= g.marks[id.Shard()] {
-			_ = b.Delete(blockKey(id.Shard(), id.seq(), kindSummary), nil)
-			_ = b.Delete(blockKey(id.Shard(), id.seq(), kindBlock), nil)
+		if idSeq(id) >= g.marks[id.Shard()] {
+			_ = b.Delete(blockKey(id.Shard(), idSeq(id), kindSummary), nil)
+			_ = b.Delete(blockKey(id.Shard(), idSeq(id), kindBlock), nil)
 		}
 	}
 }
@@ -493,11 +511,11 @@ func (g *group) markDirty(ref uint64, sum *summary) {
 
 // keyLookup is the result of looking up an idempotency key before applying.
 type keyLookup struct {
-	id ID // 0 = unknown
+	id store.ID // 0 = unknown
 }
 
 // lookupKey finds key in the overlays, then in Pebble.
-func (w *writer) lookupKey(key string) (ID, error) {
+func (w *writer) lookupKey(key string) (store.ID, error) {
 	if id, ok := w.cur.keys[key]; ok {
 		return id, nil
 	}
@@ -506,21 +524,14 @@ func (w *writer) lookupKey(key string) (ID, error) {
 			return id, nil
 		}
 	}
-	v, closer, err := w.s.db.Get(idemKey(key))
-	if errors.Is(err, pebble.ErrNotFound) {
-		return 0, nil
-	}
+	id, _, err := readRecord(w.s.db, idemKey(key), decodeKeyIndex)
 	if err != nil {
 		return 0, fmt.Errorf("wal: read idempotency key: %w", err)
 	}
-	defer closer.Close()
-	if len(v) != 8 {
-		return 0, &CorruptionError{What: "key index", Reason: "want 8 bytes"}
-	}
-	return ID(binary.BigEndian.Uint64(v)), nil
+	return id, nil
 }
 
-func (w *writer) lookupKeys(msgs []Message) ([]keyLookup, error) {
+func (w *writer) lookupKeys(msgs []store.Message) ([]keyLookup, error) {
 	var out []keyLookup
 	for i := range msgs {
 		if msgs[i].Key == "" {
@@ -538,7 +549,7 @@ func (w *writer) lookupKeys(msgs []Message) ([]keyLookup, error) {
 	return out, nil
 }
 
-func (w *writer) appendReq(g *group, msgs []Message) ([]Appended, error) {
+func (w *writer) appendReq(g *group, msgs []store.Message) ([]store.Appended, error) {
 	looks, err := w.lookupKeys(msgs)
 	if err != nil {
 		return nil, err
@@ -547,8 +558,8 @@ func (w *writer) appendReq(g *group, msgs []Message) ([]Appended, error) {
 }
 
 // addNew assigns IDs and encodes new messages. It cannot fail.
-func (w *writer) addNew(g *group, msgs []Message, looks []keyLookup) []Appended {
-	out := make([]Appended, len(msgs))
+func (w *writer) addNew(g *group, msgs []store.Message, looks []keyLookup) []store.Appended {
+	out := make([]store.Appended, len(msgs))
 	horizon := w.s.opts.Horizon
 	for i := range msgs {
 		m := &msgs[i]
@@ -558,7 +569,7 @@ func (w *writer) addNew(g *group, msgs []Message, looks []keyLookup) []Appended 
 				id = looks[i].id
 			}
 			if id != 0 {
-				out[i] = Appended{ID: id, Existing: true}
+				out[i] = store.Appended{ID: id, Existing: true}
 				continue
 			}
 		}
@@ -566,7 +577,7 @@ func (w *writer) addNew(g *group, msgs []Message, looks []keyLookup) []Appended 
 			w.lastSeq++
 			g.seq = w.lastSeq
 		}
-		var id ID
+		var id store.ID
 		if horizon >= 0 && m.Due-g.now <= int64(horizon) {
 			slot := w.builder(g, m.Shard).add(m)
 			id = makeStoreID(m.Shard, g.seq, slot)
@@ -584,13 +595,16 @@ func (w *writer) addNew(g *group, msgs []Message, looks []keyLookup) []Appended 
 			w.cur.keys[m.Key] = id
 		}
 		g.pending[m.Shard]++
-		out[i] = Appended{ID: id}
+		out[i] = store.Appended{ID: id}
+		fm := *m
+		fm.ID = id
+		g.feed(&fm)
 	}
 	return out
 }
 
 // putTimed writes m under id into the time-ordered keyspace and its index.
-func (w *writer) putTimed(g *group, id ID, m *Message) {
+func (w *writer) putTimed(g *group, id store.ID, m *store.Message) {
 	cp := *m
 	cp.ID = id
 	cp.Shard = id.Shard()
@@ -601,21 +615,21 @@ func (w *writer) putTimed(g *group, id ID, m *Message) {
 
 // location says where a pending message is.
 type location struct {
-	id    ID
-	sum   *summary // non-nil: slot in a block
-	due   int64    // time keyspace: its due
-	key   string   // idempotency key, when known
-	msg   *Message // loaded message, when needed
+	id    store.ID
+	sum   *summary       // non-nil: slot in a block
+	due   int64          // time keyspace: its due
+	key   string         // idempotency key, when known
+	msg   *store.Message // loaded message, when needed
 	keyed bool
 }
 
 // locate finds a pending message. With load it also reads the message.
-func (w *writer) locate(g *group, id ID, load bool) (*location, error) {
-	if id.Shard() >= w.s.shards || id.seq() == 0 {
+func (w *writer) locate(g *group, id store.ID, load bool) (*location, error) {
+	if id.Shard() >= w.s.shards || idSeq(id) == 0 {
 		return nil, nil
 	}
-	if slot := id.slot(); slot < farSlotBase {
-		if sum := w.blocks[id.blockRef()]; sum != nil && sum.isLive(slot) {
+	if slot := idSlot(id); slot < farSlotBase {
+		if sum := w.blocks[blockRef(id)]; sum != nil && sum.isLive(slot) {
 			loc := &location{id: id, sum: sum, keyed: sum.isKeyed(slot)}
 			if load || loc.keyed {
 				m, err := w.readBlockSlot(g, id)
@@ -658,19 +672,19 @@ func (w *writer) locate(g *group, id ID, load bool) (*location, error) {
 	return loc, nil
 }
 
-func (w *writer) readBlockSlot(g *group, id ID) (Message, error) {
-	ref := id.blockRef()
+func (w *writer) readBlockSlot(g *group, id store.ID) (store.Message, error) {
+	ref := blockRef(id)
 	view, ok := g.blockBuf[ref]
 	if !ok {
-		v, closer, err := w.s.db.Get(blockKey(id.Shard(), id.seq(), kindBlock))
+		v, closer, err := w.s.db.Get(blockKey(id.Shard(), idSeq(id), kindBlock))
 		if err != nil {
-			return Message{}, fmt.Errorf("wal: read block of %s: %w", id, err)
+			return store.Message{}, fmt.Errorf("wal: read block of %s: %w", id, err)
 		}
 		buf := append([]byte(nil), v...)
 		_ = closer.Close()
 		view, err = decodeBlock(buf)
 		if err != nil {
-			return Message{}, fmt.Errorf("wal: block of %s: %w", id, err)
+			return store.Message{}, fmt.Errorf("wal: block of %s: %w", id, err)
 		}
 		if g.blockBuf == nil {
 			g.blockBuf = map[uint64]blockView{}
@@ -681,13 +695,13 @@ func (w *writer) readBlockSlot(g *group, id ID) (Message, error) {
 }
 
 // slotMessage decodes id's slot of a block.
-func slotMessage(view blockView, id ID) (Message, error) {
-	if id.slot() >= view.n {
-		return Message{}, fmt.Errorf("wal: block of %s: %w", id, &CorruptionError{What: "block", Reason: "slot past the end"})
+func slotMessage(view blockView, id store.ID) (store.Message, error) {
+	if idSlot(id) >= view.n {
+		return store.Message{}, fmt.Errorf("wal: block of %s: %w", id, &CorruptionError{What: "block", Reason: "slot past the end"})
 	}
-	m, err := decodeMessage(view.entry(id.slot()))
+	m, err := decodeMessage(view.entry(idSlot(id)))
 	if err != nil {
-		return Message{}, fmt.Errorf("wal: message %s: %w", id, err)
+		return store.Message{}, fmt.Errorf("wal: message %s: %w", id, err)
 	}
 	m.ID, m.Shard = id, id.Shard()
 	return m, nil
@@ -696,8 +710,8 @@ func slotMessage(view blockView, id ID) (Message, error) {
 // remove takes a located message out of where it is. Its key stays.
 func (w *writer) remove(g *group, loc *location) {
 	if loc.sum != nil {
-		loc.sum.clear(loc.id.slot())
-		g.markDirty(loc.id.blockRef(), loc.sum)
+		loc.sum.clear(idSlot(loc.id))
+		g.markDirty(blockRef(loc.id), loc.sum)
 		return
 	}
 	_ = g.batch.Delete(timeKey(loc.id.Shard(), loc.due, loc.id), nil)
@@ -718,11 +732,11 @@ func (w *writer) dropKey(g *group, key string) {
 	w.cur.keys[key] = 0
 }
 
-func (w *writer) resolveReq(g *group, b *Batch) ([]Appended, error) {
-	locs := make([]*location, 0, b.ops())
-	var missing []ID
-	seen := make(map[ID]struct{}, b.ops())
-	check := func(id ID, load bool) error {
+func (w *writer) resolveReq(g *group, b *store.Batch) ([]store.Appended, error) {
+	locs := make([]*location, 0, b.Ops())
+	var missing []store.ID
+	seen := make(map[store.ID]struct{}, b.Ops())
+	check := func(id store.ID, load bool) error {
 		if _, dup := seen[id]; dup {
 			return invalidf("resolve: id %s appears more than once in the batch", id)
 		}
@@ -753,7 +767,7 @@ func (w *writer) resolveReq(g *group, b *Batch) ([]Appended, error) {
 		}
 	}
 	if len(missing) > 0 {
-		return nil, &NotPendingError{IDs: missing}
+		return nil, &store.NotPendingError{IDs: missing}
 	}
 	looks, err := w.lookupKeys(b.New)
 	if err != nil {
@@ -781,7 +795,7 @@ func (w *writer) resolveReq(g *group, b *Batch) ([]Appended, error) {
 		loc := locs[i]
 		i++
 		w.remove(g, loc)
-		dl := &DeadLetter{Message: *loc.msg, Reason: d.Reason, DeadAt: g.now}
+		dl := &store.DeadLetter{Message: *loc.msg, Reason: d.Reason, DeadAt: g.now}
 		dl.Message.Attempt = d.Attempt
 		dl.Message.ID, dl.Message.Shard = d.ID, d.ID.Shard()
 		_ = g.batch.Set(idKey(tagDead, d.ID), encodeDead(dl), nil)
@@ -793,7 +807,7 @@ func (w *writer) resolveReq(g *group, b *Batch) ([]Appended, error) {
 }
 
 // lookupDead finds a dead letter in the overlays, then in Pebble.
-func (w *writer) lookupDead(id ID) (*DeadLetter, error) {
+func (w *writer) lookupDead(id store.ID) (*store.DeadLetter, error) {
 	for _, o := range w.overlays() {
 		if d, ok := o.dead[id]; ok {
 			return d, nil
@@ -809,10 +823,10 @@ func (w *writer) lookupDead(id ID) (*DeadLetter, error) {
 	return &d, nil
 }
 
-func (w *writer) lookupDeads(ids []ID) ([]*DeadLetter, error) {
-	out := make([]*DeadLetter, len(ids))
-	var missing []ID
-	seen := make(map[ID]struct{}, len(ids))
+func (w *writer) lookupDeads(ids []store.ID) ([]*store.DeadLetter, error) {
+	out := make([]*store.DeadLetter, len(ids))
+	var missing []store.ID
+	seen := make(map[store.ID]struct{}, len(ids))
 	for i, id := range ids {
 		if _, dup := seen[id]; dup {
 			return nil, invalidf("dead letters: id %s appears more than once", id)
@@ -828,17 +842,23 @@ func (w *writer) lookupDeads(ids []ID) ([]*DeadLetter, error) {
 		out[i] = d
 	}
 	if len(missing) > 0 {
-		return nil, &NotPendingError{IDs: missing}
+		return nil, &store.NotPendingError{IDs: missing}
 	}
 	return out, nil
 }
 
-func (w *writer) replayReq(g *group, ids []ID, due int64) ([]Message, error) {
+func (w *writer) replayReq(g *group, ids []store.ID, due int64) ([]store.Message, error) {
 	deads, err := w.lookupDeads(ids)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]Message, len(ids))
+	if g.seq == 0 {
+		// Replayed messages are fed like new ones, so the group needs a
+		// sequence even though it assigns no ID.
+		w.lastSeq++
+		g.seq = w.lastSeq
+	}
+	out := make([]store.Message, len(ids))
 	for i, d := range deads {
 		id := ids[i]
 		_ = g.batch.Delete(idKey(tagDead, id), nil)
@@ -849,11 +869,12 @@ func (w *writer) replayReq(g *group, ids []ID, due int64) ([]Message, error) {
 		g.pending[id.Shard()]++
 		g.dead--
 		out[i] = m
+		g.feed(&m)
 	}
 	return out, nil
 }
 
-func (w *writer) purgeReq(g *group, ids []ID) (int, error) {
+func (w *writer) purgeReq(g *group, ids []store.ID) (int, error) {
 	deads, err := w.lookupDeads(ids)
 	if err != nil {
 		return 0, err
@@ -870,14 +891,14 @@ func (w *writer) purgeReq(g *group, ids []ID) (int, error) {
 func (w *writer) purgeAllReq(g *group) (int, error) {
 	// Dead letters in Pebble (groups in prev may still be in flight, so the
 	// overlays override it).
-	var ids []ID
+	var ids []store.ID
 	it, err := w.s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{tagDead}, UpperBound: []byte{tagDead + 1}})
 	if err != nil {
 		return 0, fmt.Errorf("wal: purge dead letters: %w", err)
 	}
 	for ok := it.First(); ok; ok = it.Next() {
 		if len(it.Key()) == 9 {
-			ids = append(ids, ID(binary.BigEndian.Uint64(it.Key()[1:])))
+			ids = append(ids, store.ID(binary.BigEndian.Uint64(it.Key()[1:])))
 		}
 	}
 	if err := errors.Join(it.Error(), it.Close()); err != nil {
