@@ -39,7 +39,7 @@ func TestWindowPagesFarFutureIn(t *testing.T) {
 }
 
 func TestRecoveryOverdueFirstInOrder(t *testing.T) {
-	h := newHarness(t, "durable", Options{Shards: 1, Queues: []Queue{{Name: "q"}}})
+	h := newHarness(t, "durable", Options{Shards: 1, Queues: []Queue{{Name: "q", Parallelism: 1}}})
 	var msgs []Message
 	for i := 99; i >= 0; i-- {
 		msgs = append(msgs, Message{Dest: "local://q", Due: t0.Add(time.Duration(i+1) * time.Second), Payload: []byte(fmt.Sprintf("%03d", i))})

@@ -5,117 +5,58 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime"
-	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/hourglassmq/hourglass/store"
 	"github.com/hourglassmq/hourglass/transport"
-	"github.com/hourglassmq/hourglass/wal"
 )
 
 // ID is a message's durable identity and cancel handle. Its text form
 // (ID.String, 13 characters) is what users see; ParseID reads it back.
-type ID = wal.ID
+type ID = store.ID
 
 // ParseID parses the text form of an ID.
-func ParseID(s string) (ID, error) { return wal.ParseID(s) }
+func ParseID(s string) (ID, error) {
+	id, err := store.ParseID(s)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return id, nil
+}
 
 // Header is one message header.
 type Header = transport.Header
 
-// Message is what a caller schedules.
-type Message struct {
-	// Dest is the destination: "local://queue", "https://host/path",
-	// "nats://subject", "kafka://topic", ... Local queues must be
-	// registered; other schemes need a transport in Options.Transports.
-	Dest string
-	// Due is when to deliver. Zero (or a time in the past) means now.
-	Due time.Time
-	// Expires is the deliver-by time: a message that cannot go out by then
-	// is dropped and counted (Stats.Expired), not delivered. Zero = never.
-	Expires time.Time
-	// Key is an optional idempotency key: scheduling a key that is already
-	// pending (or dead-lettered) returns the existing message's ID.
-	Key string
-	// Headers travel with the payload.
-	Headers []Header
-	// Payload is the message body.
-	Payload []byte
-}
-
-// State is where a message is.
-type State uint8
-
-const (
-	// StatePending: waiting for its due time (or a retry).
-	StatePending State = iota + 1
-	// StateInFlight: being delivered now.
-	StateInFlight
-	// StateDead: in the dead letters.
-	StateDead
-)
-
-func (s State) String() string {
-	switch s {
-	case StatePending:
-		return "pending"
-	case StateInFlight:
-		return "in-flight"
-	case StateDead:
-		return "dead"
-	}
-	return "unknown"
-}
-
-// Info describes one message (Get, List).
-type Info struct {
-	ID      ID
-	State   State
-	Message Message
-	// Attempts is the number of delivery attempts made so far.
-	Attempts int
-	// Reason is why a dead letter died.
-	Reason string
-	// Native: the message was handed to its broker's native scheduler,
-	// which fires it (Options.NativeMinLead); the engine keeps it pending
-	// until its due time so Cancel and Reschedule reach the broker.
-	Native bool
-}
-
-// DeadLetter is a message that exhausted its retries or was rejected.
-type DeadLetter struct {
-	ID       ID
-	Message  Message
-	Attempts int
-	Reason   string
-	DeadAt   time.Time
-}
-
 // Engine is a scheduled-message delivery engine. All methods are safe for
 // concurrent use.
 //
-// Lock order: gate (read by every API call) → destMu → queueMu; deadMu and
-// recMu are leaves. Shards and dispatchers share no lock on the hot path:
-// a shard's state belongs to its goroutine (shard.go), dispatchers talk to
-// it through channels, and counters are atomics.
+// Lock order: gate (read by every API call) → destMu → queueMu; recMu is a
+// leaf. Shards and dispatchers share no lock on the hot path: a shard's
+// state belongs to its goroutine (shard.go), dispatchers talk to it through
+// channels, and counters are atomics.
 type Engine struct {
-	opts   Options
-	clock  Clock
-	log    *slog.Logger
-	store  *wal.Store // nil in memory mode
-	origin time.Time
-	// mono is the clock's MonoClock side, if it has one.
+	opts  Options
+	val   *validator
+	clock Clock
+	log   *slog.Logger
+	ev    Events
+	st    store.Store
+	// The wheels run on a monotonic timeline that starts at Open: the
+	// clock's MonoClock side if it has one, else Now().Sub(origin).
+	origin     time.Time
 	mono       MonoClock
 	monoOrigin time.Duration
 
-	shards []*shard
+	// shards[i] is shard i's runtime while the store has it attached here.
+	shards []atomic.Pointer[shard]
 	work   chan *batch
-	dctx   context.Context
-	dstop  context.CancelFunc
-	wg     sync.WaitGroup // dispatchers
+	// dctx ends when deliveries must stop (Close, or Shutdown's ctx); quit
+	// closes once the engine is done.
+	dctx        context.Context
+	dstop       context.CancelFunc
+	dispatchers sync.WaitGroup
 	// detached counts store work still running for a caller that gave up
 	// (its ctx ended); Shutdown waits for it before stopping the shards.
 	detached sync.WaitGroup
@@ -123,38 +64,37 @@ type Engine struct {
 
 	gate   sync.RWMutex // held (read) by API calls; Shutdown takes it to close
 	closed bool         // guarded by gate
+	done   chan struct{}
 
-	destMu sync.RWMutex // guards dests
-	dests  map[string]*dest
+	destMu          sync.RWMutex // guards dests and destsAfterSweep
+	dests           map[string]*dest
+	destsAfterSweep int
 
 	queueMu sync.RWMutex // guards queues
 	queues  map[string]*queue
-
-	// Memory mode only.
-	deadMu sync.Mutex // guards dead
-	dead   map[wal.ID]DeadLetter
+	// handlerGoroutines holds the goroutine IDs of queue workers.
+	handlerGoroutines sync.Map
 
 	batchPool sync.Pool
 
-	busy     atomic.Int64 // messages parked or in flight + insert commands queued
+	// busy counts messages taken off a wheel whose outcome is not yet
+	// applied; progress is signalled whenever it drops.
+	busy     atomic.Int64
 	progress chan struct{}
 
-	st          counters
-	failed      atomic.Pointer[error]
-	openedAt    time.Time
-	openWall    int64
-	loadedN     atomic.Int32
-	recovery    RecoveryStats
-	recMu       sync.Mutex // guards recovery and dupEstimate
-	dupEstimate int64
+	cnt      counters
+	failed   atomic.Pointer[error]
+	openedAt time.Time
+	openWall int64
+	loadedN  atomic.Int32
+	recMu    sync.Mutex // guards recovery and dupEstimate
+	recovery RecoveryStats
+	dupEst   int64
 }
 
-func defaultParallelism() int { return runtime.GOMAXPROCS(0) }
-
-// Open starts an engine. With Options.Dir empty it runs in memory mode:
-// nothing survives a restart. With a Dir it opens (or creates) the durable
-// store there and recovers: overdue messages fire first, in due order, while
-// the rest of the window is still being loaded.
+// Open starts an engine on the store Options names (in memory by default)
+// and recovers: overdue messages fire first, in due order, while the rest
+// of the window is still being loaded.
 func Open(ctx context.Context, opts Options) (*Engine, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
@@ -164,66 +104,106 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 		opts:     opts,
 		clock:    opts.Clock,
 		log:      opts.Logger.With("component", "engine"),
+		ev:       opts.Events,
 		dests:    map[string]*dest{},
 		queues:   map[string]*queue{},
-		dead:     map[wal.ID]DeadLetter{},
 		progress: make(chan struct{}, 1),
+		done:     make(chan struct{}),
 	}
-	for _, q := range opts.Queues {
-		if err := e.Register(q); err != nil {
-			return nil, err
-		}
-	}
+	e.val = e.validator()
+	e.dctx, e.dstop = context.WithCancel(context.Background())
 	e.origin = e.clock.Now()
 	if mc, ok := e.clock.(MonoClock); ok {
 		e.mono, e.monoOrigin = mc, mc.Mono()
 	}
-	e.openedAt = e.origin
-	e.openWall = e.origin.UnixNano()
-	if opts.Dir != "" {
-		so := opts.StoreOptions
-		so.Dir = opts.Dir
-		so.Shards = opts.Shards
-		so.Horizon = opts.Window
-		so.Logger = opts.Logger
-		so.Now = e.clock.Now
-		st, err := wal.Open(ctx, so)
-		if err != nil && so.Shards == 0 && errors.Is(err, wal.ErrInvalid) && strings.Contains(err.Error(), "new store") {
-			// A new store: Shards = 0 means the default, GOMAXPROCS.
-			so.Shards = min(runtime.GOMAXPROCS(0), wal.MaxShards)
-			st, err = wal.Open(ctx, so)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("engine: open store: %w", err)
-		}
-		e.store = st
-		e.opts.Shards = st.Shards()
-		rec := st.Recovery()
-		e.recovery.Store = rec.Duration
-		e.recovery.Pending = rec.BlockPending + rec.TimedPending
-	}
-	e.work = make(chan *batch, e.opts.Dispatchers)
-	e.dctx, e.dstop = context.WithCancel(context.Background())
-	for i := 0; i < e.opts.Shards; i++ {
-		s, err := newShard(e, i)
-		if err != nil {
-			if e.store != nil {
-				_ = e.store.Close()
-			}
+	e.openedAt, e.openWall = e.origin, e.origin.UnixNano()
+	for _, q := range opts.Queues {
+		if err := e.register(q); err != nil {
 			e.dstop()
 			return nil, err
 		}
-		e.shards = append(e.shards, s)
 	}
+	env := store.Env{
+		Shards: opts.Shards, Window: opts.Window, MaxPayload: opts.MaxPayload,
+		Capacity: opts.MaxPending, Logger: opts.Logger, Now: e.clock.Now,
+		Events: store.Events{Failed: e.storeFailed, WriteStall: e.writeStall},
+	}
+	st, err := opts.opener().OpenStore(ctx, env)
+	if err != nil {
+		e.dstop()
+		return nil, fmt.Errorf("engine: open store: %w", err)
+	}
+	e.st = st
+	e.opts.Shards = st.Shards()
+	e.recovery.Store = max(1, e.clock.Now().Sub(e.origin))
+	e.recovery.Pending = st.Stats().PendingTotal
+	e.shards = make([]atomic.Pointer[shard], e.opts.Shards)
+	e.work = make(chan *batch, e.opts.Dispatchers)
 	for range e.opts.Dispatchers {
-		e.wg.Add(1)
+		e.dispatchers.Add(1)
 		go e.dispatcher()
 	}
-	for _, s := range e.shards {
-		go s.run()
+	if err := st.Start(ctx, owner{e}); err != nil {
+		e.gate.Lock()
+		e.closed = true
+		e.gate.Unlock()
+		err = fmt.Errorf("engine: start store: %w", err)
+		return nil, errors.Join(err, e.shutdown(context.Background()))
 	}
 	e.log.Info("engine: open", "options", e.opts.String())
 	return e, nil
+}
+
+// owner is the engine's side of the store contract (store.Owner). It is a
+// separate type so that Attach, Detach and Feed stay off the Engine's API.
+type owner struct{ e *Engine }
+
+// Attach starts shard i's runtime.
+func (o owner) Attach(i int) {
+	e := o.e
+	s := newShard(e, i)
+	if !e.shards[i].CompareAndSwap(nil, s) {
+		return // already attached
+	}
+	go s.run()
+	if f := e.ev.ShardAttached; f != nil {
+		f(i)
+	}
+}
+
+// Detach stops shard i: no more due messages, in-flight deliveries finish
+// and commit (until ctx ends), then the runtime exits.
+func (o owner) Detach(ctx context.Context, i int) {
+	e := o.e
+	s := e.shards[i].Load()
+	if s == nil {
+		return
+	}
+	s.ask(cmd{kind: cmdStop})
+wait:
+	for s.busy.Load() > 0 {
+		select {
+		case <-e.progress:
+		case <-ctx.Done():
+			break wait // what is still in flight finishes on its own
+		}
+	}
+	s.exit()
+	e.shards[i].Store(nil)
+	if f := e.ev.ShardDetached; f != nil {
+		f(i)
+	}
+}
+
+// Feed queues a change for shard i's runtime; a shard not attached here
+// has nothing to update (it scans the store when it attaches).
+func (o owner) Feed(i int, c store.Change) {
+	if i < 0 || i >= len(o.e.shards) {
+		return
+	}
+	if s := o.e.shards[i].Load(); s != nil {
+		s.feed(c)
+	}
 }
 
 // nowNs returns wall-clock unix nanoseconds and monotonic nanoseconds since
@@ -236,6 +216,7 @@ func (e *Engine) nowNs() (wall, mono int64) {
 	return t.UnixNano(), int64(t.Sub(e.origin))
 }
 
+// enter admits an API call: it holds the gate (read) until leave.
 func (e *Engine) enter() error {
 	e.gate.RLock()
 	if e.closed {
@@ -251,7 +232,9 @@ func (e *Engine) enter() error {
 
 func (e *Engine) leave() { e.gate.RUnlock() }
 
-// Err returns the sticky store failure, or nil.
+// Err returns the sticky store failure, or nil. Once it is set the engine
+// refuses further work: close it and open it again (a durable store
+// recovers everything acknowledged).
 func (e *Engine) Err() error {
 	if p := e.failed.Load(); p != nil {
 		return *p
@@ -259,10 +242,32 @@ func (e *Engine) Err() error {
 	return nil
 }
 
+// failStore makes a store failure sticky.
 func (e *Engine) failStore(err error) {
-	werr := fmt.Errorf("%w: %w", ErrStore, err)
+	werr := fmt.Errorf("%w: %w (close the engine and open it again)", ErrStore, err)
 	if e.failed.CompareAndSwap(nil, &werr) {
 		e.log.Error("engine: store failed; refusing further work", "err", err)
+		if f := e.ev.StoreFailed; f != nil {
+			f(err)
+		}
+	}
+}
+
+// checkStore makes err sticky if it is the store's failure.
+func (e *Engine) checkStore(err error) {
+	if errors.Is(err, store.ErrFailed) {
+		e.failStore(err)
+	}
+}
+
+func (e *Engine) storeFailed(err error) { e.failStore(err) }
+
+func (e *Engine) writeStall(begin bool, reason string) {
+	if begin {
+		e.log.Warn("engine: store writes stalled", "reason", reason)
+	}
+	if f := e.ev.WriteStall; f != nil {
+		f(WriteStallInfo{Begin: begin, Reason: reason})
 	}
 }
 
@@ -279,325 +284,172 @@ func (e *Engine) busyDone(n int) {
 	}
 }
 
-// prepare validates m and converts it to the store's form with its shard.
-func (e *Engine) prepare(m *Message, now time.Time) (wal.Message, error) {
-	if m.Dest == "" {
-		return wal.Message{}, invalidf("message has no Dest")
-	}
-	if err := e.validateDest(m.Dest); err != nil {
-		return wal.Message{}, err
-	}
-	if len(m.Payload) > e.opts.MaxPayload {
-		return wal.Message{}, invalidf("payload is %d bytes, more than MaxPayload %d", len(m.Payload), e.opts.MaxPayload)
-	}
-	if len(m.Key) > wal.MaxKeyLen || len(m.Dest) > wal.MaxDestLen || len(m.Headers) > wal.MaxHeaders {
-		return wal.Message{}, invalidf("key, destination or headers too large (limits %d B, %d B, %d headers)", wal.MaxKeyLen, wal.MaxDestLen, wal.MaxHeaders)
-	}
-	if err := transport.ValidateHeaders(m.Headers); err != nil {
-		return wal.Message{}, fmt.Errorf("%w: %w", ErrInvalid, err)
-	}
-	wall := now.UnixNano()
-	due := wall
-	if !m.Due.IsZero() {
-		due = m.Due.UnixNano()
-		if due < 0 {
-			due = 0
+// attached returns the runtimes of the shards attached here.
+func (e *Engine) attached() []*shard {
+	out := make([]*shard, 0, len(e.shards))
+	for i := range e.shards {
+		if s := e.shards[i].Load(); s != nil {
+			out = append(out, s)
 		}
 	}
-	var exp int64
-	if !m.Expires.IsZero() {
-		exp = m.Expires.UnixNano()
-		if exp <= 0 {
-			return wal.Message{}, invalidf("Expires %v is before 1970", m.Expires)
-		}
-	}
-	wm := wal.Message{
-		Due: due, Expires: exp, Dest: m.Dest, Key: m.Key,
-		Headers: toWalHeaders(m.Headers), Payload: m.Payload,
-	}
-	wm.Shard = e.pickShard(m)
-	return wm, nil
+	return out
 }
 
-// validateDest checks dest before any per-destination state is created for
-// it, so invalid destinations leave nothing behind.
-func (e *Engine) validateDest(dest string) error {
-	if i := strings.Index(dest, "://"); i > 0 && strings.EqualFold(dest[:i], "local") {
-		if e.queueFor(dest[i+3:]) == nil {
-			return fmt.Errorf("%w: %q", ErrUnknownQueue, dest)
-		}
+// Shutdown stops taking due messages off the wheels, waits for the
+// deliveries in flight to finish and their outcomes to be committed, then
+// stops the engine and closes the store. If ctx ends first, handlers and
+// sends still running are cancelled and abandoned (their messages stay
+// pending in a durable store and are delivered again after a restart; a
+// memory store loses them), and Shutdown returns ctx's error once the store
+// is closed, even if a handler ignores its ctx. Pending messages stay in a
+// durable store.
+//
+// Called from a handler, Shutdown cannot wait for that handler: it starts
+// the shutdown and returns nil at once; the engine finishes closing after
+// the handler returns (Done tells when). A second call returns ErrClosed.
+func (e *Engine) Shutdown(ctx context.Context) error {
+	e.gate.Lock()
+	if e.closed {
+		e.gate.Unlock()
+		return ErrClosed
+	}
+	e.closed = true
+	e.gate.Unlock()
+	if e.inHandler() {
+		go func() { _ = e.shutdown(context.WithoutCancel(ctx)) }()
 		return nil
 	}
-	if e.opts.Transports == nil {
-		return fmt.Errorf("%w: destination %q: no transports configured (only local:// queues)", ErrInvalid, dest)
-	}
-	if err := e.opts.Transports.Validate(dest); err != nil {
-		return fmt.Errorf("%w: %w", ErrInvalid, err)
-	}
-	return nil
+	return e.shutdown(ctx)
 }
 
-// shardHash is 64-bit FNV-1a. It must not change between runs or versions:
-// a durable store's keyed messages and ordered queues stay on the shard this
-// picked when they were scheduled, and new ones must land beside them.
-func shardHash(s string) uint64 {
-	h := uint64(14695981039346656037)
-	for i := 0; i < len(s); i++ {
-		h ^= uint64(s[i])
-		h *= 1099511628211
+// Close stops at once: deliveries in flight are cancelled and abandoned
+// (see Shutdown), and the store is closed.
+func (e *Engine) Close() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := e.Shutdown(ctx)
+	if errors.Is(err, context.Canceled) {
+		err = nil
 	}
-	return h
+	return err
 }
 
-// pickShard: an ordered queue's messages all live on one shard (hash of the
-// destination); a keyed message on the key's shard; others round-robin.
-func (e *Engine) pickShard(m *Message) int {
-	n := uint64(len(e.shards))
-	if n == 0 {
-		n = uint64(e.opts.Shards)
+// Done returns a channel closed once the engine has shut down completely.
+func (e *Engine) Done() <-chan struct{} { return e.done }
+
+func (e *Engine) shutdown(ctx context.Context) error {
+	defer close(e.done)
+	var ctxErr error
+	// Work that callers gave up on still reaches the store and the shards.
+	detached := make(chan struct{})
+	go func() { e.detached.Wait(); close(detached) }()
+	select {
+	case <-detached:
+	case <-ctx.Done():
+		ctxErr = ctx.Err()
 	}
-	if d := e.destFor(m.Dest); d.local != "" {
-		if q := e.queueFor(d.local); q != nil && q.Ordered {
-			return int(shardHash(m.Dest) % n)
+	shards := e.attached()
+	for _, s := range shards {
+		s.ask(cmd{kind: cmdStop})
+	}
+	for ctxErr == nil && e.busy.Load() > 0 {
+		select {
+		case <-e.progress:
+		case <-ctx.Done():
+			ctxErr = ctx.Err()
 		}
 	}
-	if m.Key != "" {
-		return int(shardHash(m.Key) % n)
+	e.dstop() // cancels handlers and sends still running
+	for _, s := range shards {
+		s.exit()
+		e.shards[s.n].Store(nil)
+		if f := e.ev.ShardDetached; f != nil {
+			f(s.n)
+		}
 	}
-	return int(e.rr.Add(1) % n)
-}
-
-// Schedule schedules m and returns its ID once it is durable (memory mode:
-// once it is in its shard's wheel). If m.Key is already known, the existing
-// message's ID is returned and nothing new is scheduled.
-func (e *Engine) Schedule(ctx context.Context, m Message) (ID, error) {
-	ids, err := e.ScheduleBatch(ctx, []Message{m})
-	if err != nil {
-		return 0, err
+	close(e.work)
+	if ctxErr == nil {
+		e.dispatchers.Wait()
 	}
-	return ids[0], nil
+	err := e.st.Close()
+	if err != nil && !errors.Is(err, store.ErrClosed) {
+		err = fmt.Errorf("engine: close store: %w", err)
+	} else {
+		err = nil
+	}
+	e.log.Info("engine: closed")
+	return errors.Join(ctxErr, err)
 }
 
-// ScheduleIn schedules m due d from now.
-func (e *Engine) ScheduleIn(ctx context.Context, d time.Duration, m Message) (ID, error) {
-	m.Due = e.clock.Now().Add(d)
-	return e.Schedule(ctx, m)
-}
-
-// ScheduleAt schedules m due at t.
-func (e *Engine) ScheduleAt(ctx context.Context, t time.Time, m Message) (ID, error) {
-	m.Due = t
-	return e.Schedule(ctx, m)
-}
-
-// ScheduleBatch schedules many messages with one commit (durable mode: one
-// group commit per 16384 messages) and returns their IDs in order. Invalid
-// input fails the whole call before anything is scheduled. A durable call
-// that fails part-way returns, with its error, the IDs of the leading
-// messages already committed: those are scheduled, the rest are not (or, if
-// ctx ended, may still be: retry them with their idempotency keys).
-func (e *Engine) ScheduleBatch(ctx context.Context, msgs []Message) ([]ID, error) {
+// WaitIdle waits until the engine is quiet: every command and store change
+// queued for a shard is processed, every window is loaded up to the clock's
+// now, every message due by then has been taken off its wheel, and every
+// outcome is committed and applied. Under a FakeClock the engine then stays
+// quiet until the clock moves, so tests call WaitIdle after Advance instead
+// of sleeping. Under load with a real clock it may not return before ctx
+// ends.
+func (e *Engine) WaitIdle(ctx context.Context) error {
 	if err := e.enter(); err != nil {
-		return nil, err
+		return err
 	}
 	defer e.leave()
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	now := e.clock.Now()
-	wms := make([]wal.Message, len(msgs))
-	for i := range msgs {
-		wm, err := e.prepare(&msgs[i], now)
-		if err != nil {
-			if len(msgs) > 1 {
-				err = fmt.Errorf("message %d: %w", i, err)
+	for {
+		quiet := e.barrier()
+		if e.busy.Load() == 0 {
+			if quiet {
+				return nil
 			}
-			return nil, err
-		}
-		wms[i] = wm
-	}
-	nat := e.markNative(wms, now.UnixNano())
-	var ids []ID
-	var old []bool
-	var err error
-	if e.store == nil {
-		ids, old, err = e.insertMemory(ctx, wms, true)
-	} else {
-		ids, err = e.appendDurable(ctx, wms)
-		if nat != nil {
-			old = make([]bool, len(ids))
-			for i := range ids {
-				old[i] = wms[i].ID == 0 // appendDurable zeroes the IDs of existing messages
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("engine: wait idle: %w", err)
 			}
+			continue // the barrier did work: look again
 		}
-	}
-	if nat != nil {
-		// Even after an error: shadows recorded by then (a memory shard's
-		// ErrFull, a later chunk's store failure) must reach their broker,
-		// or they would be resolved at their due time with nothing sent.
-		if herr := e.handOff(ctx, wms, nat, ids, old); err == nil {
-			err = herr
+		select {
+		case <-e.progress:
+		case <-ctx.Done():
+			return fmt.Errorf("engine: wait idle: %w (%d messages in flight)", ctx.Err(), e.busy.Load())
 		}
-	}
-	if err == nil {
-		e.st.scheduled.Add(uint64(len(msgs)))
-	} else if e.store != nil {
-		e.st.scheduled.Add(uint64(len(ids))) // the committed prefix
-	}
-	return ids, err
-}
-
-func (e *Engine) appendDurable(ctx context.Context, wms []wal.Message) ([]ID, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("engine: schedule: %w", err)
-	}
-	ids := make([]ID, 0, len(wms))
-	for len(wms) > 0 {
-		n := min(len(wms), wal.MaxCallMessages)
-		chunk := wms[:n]
-		wms = wms[n:]
-		app, err := e.appendChunk(ctx, chunk)
-		if err != nil {
-			if errors.Is(err, wal.ErrFailed) {
-				e.failStore(err)
-			}
-			// ids holds the earlier chunks' IDs (they are durable).
-			return ids, fmt.Errorf("engine: schedule: %w", err)
-		}
-		for i := range app {
-			ids = append(ids, app[i].ID)
-		}
-	}
-	return ids, nil
-}
-
-// appendChunk makes one chunk durable and hands its new messages to their
-// shards. The store write and the hand-off run to the end even if ctx ends
-// first: a write the store had already taken may still land, and a message
-// that lands must reach its shard, or nothing would load it before a restart
-// (the shard's window has moved on). The caller whose ctx ended hears its
-// error; a retry with the same idempotency key finds the message.
-func (e *Engine) appendChunk(ctx context.Context, chunk []wal.Message) ([]wal.Appended, error) {
-	type result struct {
-		app []wal.Appended
-		err error
-	}
-	run := func() result {
-		app, err := e.store.Append(context.WithoutCancel(ctx), chunk)
-		if err == nil {
-			for i := range chunk {
-				if app[i].Existing {
-					chunk[i].ID = 0 // already known: its shard has it, or will load it
-				} else {
-					chunk[i].ID = app[i].ID
-				}
-			}
-			e.postInserts(chunk)
-		}
-		return result{app, err}
-	}
-	if ctx.Done() == nil { // cannot be cancelled: no goroutine needed
-		r := run()
-		return r.app, r.err
-	}
-	done := make(chan result, 1)
-	e.detached.Add(1)
-	go func() {
-		defer e.detached.Done()
-		done <- run()
-	}()
-	select {
-	case r := <-done:
-		return r.app, r.err
-	case <-ctx.Done():
-		return nil, fmt.Errorf("%w (the messages may still be scheduled: retry with their idempotency keys)", ctx.Err())
 	}
 }
 
-// postInserts hands newly durable messages (ID != 0) to their shards, which
-// take them into RAM if they fall inside the loaded window.
-func (e *Engine) postInserts(wms []wal.Message) {
-	if len(e.shards) == 1 && !slices.ContainsFunc(wms, func(m wal.Message) bool { return m.ID == 0 }) {
-		e.postShard(0, wms, nil)
+// barrier makes every attached shard process what is queued for it and
+// everything due now; it reports whether each was quiet already.
+func (e *Engine) barrier() bool {
+	quiet := true
+	for _, s := range e.attached() {
+		if !s.ask(cmd{kind: cmdBarrier}).found {
+			quiet = false
+		}
+	}
+	return quiet
+}
+
+// addOverdue counts messages found overdue at recovery into the duplicate
+// estimate, capped by how many could have been in flight at once.
+func (e *Engine) addOverdue(n int) {
+	capacity := int64(e.opts.Dispatchers*e.opts.MaxBatch + len(e.shards)*e.opts.MaxReady)
+	e.recMu.Lock()
+	e.dupEst = min(capacity, e.dupEst+int64(n))
+	e.recMu.Unlock()
+}
+
+func (e *Engine) markFirstFire() {
+	e.recMu.Lock()
+	if e.recovery.FirstFire == 0 {
+		e.recovery.FirstFire = max(1, e.clock.Now().Sub(e.openedAt))
+	}
+	e.recMu.Unlock()
+}
+
+func (e *Engine) markLoaded() {
+	if int(e.loadedN.Add(1)) != len(e.shards) {
 		return
 	}
-	per := make([][]wal.Message, len(e.shards))
-	for _, m := range wms {
-		if m.ID != 0 {
-			per[m.Shard] = append(per[m.Shard], m)
-		}
+	e.recMu.Lock()
+	e.recovery.FullLoad = max(1, e.clock.Now().Sub(e.openedAt))
+	rec := e.recovery
+	e.recMu.Unlock()
+	if f := e.ev.RecoveryDone; f != nil {
+		f(rec)
 	}
-	for i, p := range per {
-		if len(p) > 0 {
-			e.postShard(i, p, nil)
-		}
-	}
-}
-
-func (e *Engine) postShard(i int, wms []wal.Message, reply chan reply) {
-	e.busyAdd(1)
-	e.shards[i].cmds <- cmd{kind: cmdInsert, msgs: wms, reply: reply}
-}
-
-var replyPool = sync.Pool{New: func() any { return make(chan reply, 1) }}
-
-// insertMemory inserts into the shards' wheels, which assign the IDs
-// (honouring idempotency keys); with wait it returns only once every shard
-// has inserted. An ordered queue's keyed messages live on the queue's shard,
-// so in memory mode their keys are remembered per shard.
-func (e *Engine) insertMemory(ctx context.Context, wms []wal.Message, wait bool) ([]ID, []bool, error) {
-	n := len(e.shards)
-	per := make([][]wal.Message, n)
-	var pos [][]int
-	if wait {
-		pos = make([][]int, n)
-	}
-	for i := range wms {
-		sh := wms[i].Shard
-		if per[sh] == nil {
-			per[sh] = make([]wal.Message, 0, len(wms)/n+8)
-			if wait {
-				pos[sh] = make([]int, 0, len(wms)/n+8)
-			}
-		}
-		if e.shards[sh].nlive.Load() >= int64(e.opts.MaxPending) {
-			return nil, nil, fmt.Errorf("%w: shard %d holds MaxPending = %d messages", ErrFull, sh, e.opts.MaxPending)
-		}
-		per[sh] = append(per[sh], wms[i])
-		if wait {
-			pos[sh] = append(pos[sh], i)
-		}
-	}
-	var chs []chan reply
-	var shardsOf []int
-	for i, p := range per {
-		if len(p) == 0 {
-			continue
-		}
-		var ch chan reply
-		if wait {
-			ch = replyPool.Get().(chan reply)
-			chs = append(chs, ch)
-			shardsOf = append(shardsOf, i)
-		}
-		e.postShard(i, p, ch)
-	}
-	if !wait {
-		return nil, nil, nil
-	}
-	ids := make([]ID, len(wms))
-	old := make([]bool, len(wms))
-	var err error
-	for k, ch := range chs {
-		r := <-ch
-		replyPool.Put(ch)
-		if r.err != nil && err == nil {
-			err = r.err
-		}
-		for j, id := range r.ids {
-			ids[pos[shardsOf[k]][j]] = id
-			old[pos[shardsOf[k]][j]] = r.old[j]
-		}
-	}
-	return ids, old, err
 }

@@ -114,8 +114,11 @@ func TestIdempotencyKey(t *testing.T) {
 		id1, err := h.e.Schedule(bg, m)
 		require.NoError(t, err)
 		id2, err := h.e.Schedule(bg, m)
-		require.NoError(t, err)
-		require.Equal(t, id1, id2)
+		require.ErrorIs(t, err, ErrDuplicate, "a key already pending is said out loud")
+		var dup *DuplicateError
+		require.ErrorAs(t, err, &dup)
+		require.Equal(t, []int{0}, dup.Index)
+		require.Equal(t, id1, id2, "and its ID is returned")
 		h.advance(time.Second)
 		require.Len(t, h.deliveries(), 1)
 	})
@@ -273,14 +276,14 @@ func TestExpiry(t *testing.T) {
 			}
 			return nil
 		})}))
-		// Due after its deliver-by: dropped at fire time.
-		_, err := h.e.Schedule(bg, Message{Dest: "local://q", Due: t0.Add(10 * time.Second), Expires: t0.Add(5 * time.Second), Payload: []byte("late")})
+		// Fired after its deliver-by (the clock jumps past both): dropped.
+		_, err := h.e.Schedule(bg, Message{Dest: "local://q", Due: t0.Add(10 * time.Second), Expires: t0.Add(10*time.Second + time.Millisecond), Payload: []byte("late")})
 		require.NoError(t, err)
 		// Fails, and its retry would be after the deliver-by: expired.
 		_, err = h.e.Schedule(bg, Message{Dest: "local://q", Expires: t0.Add(30 * time.Second), Payload: []byte("fails")})
 		require.NoError(t, err)
 		h.settle()
-		h.advance(10 * time.Second)
+		h.advance(11 * time.Second)
 		h.advance(time.Minute)
 		require.Equal(t, []string{"fails"}, payloads(h.deliveries()))
 		st := h.e.Stats()
@@ -374,6 +377,7 @@ func TestPushBackBoundedReady(t *testing.T) {
 func TestWallClockStepBackNeverEarly(t *testing.T) {
 	h := newHarness(t, "memory", Options{Queues: []Queue{{Name: "q"}}})
 	h.schedule("local://q", 10*time.Second, "x")
+	h.settle()                       // in the wheel, 10 s ahead
 	h.clk.StepWall(-5 * time.Second) // NTP steps the wall clock back
 	h.advance(10 * time.Second)      // monotonic 10 s: the wheel releases it
 	require.Empty(t, h.deliveries(), "wall clock says 5 s early")

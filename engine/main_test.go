@@ -3,13 +3,13 @@ package engine
 import (
 	"context"
 	"flag"
-	"fmt"
 	"os"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/hourglassmq/hourglass/wal"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 )
@@ -64,8 +64,7 @@ func newHarness(t *testing.T, mode string, opts Options) *harness {
 	h := &harness{t: t, mode: mode, clk: NewFakeClock(t0)}
 	if mode == "durable" {
 		h.fs = vfs.NewMem()
-		opts.Dir = "store"
-		opts.StoreOptions.FS = h.fs
+		opts.Store = wal.Options{Dir: "store", FS: h.fs}
 		if opts.Shards == 0 {
 			opts.Shards = 2
 		}
@@ -128,7 +127,7 @@ func (h *harness) settle() {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	require.NoError(h.t, h.e.settle(ctx))
+	require.NoError(h.t, h.e.WaitIdle(ctx))
 }
 
 func (h *harness) advance(d time.Duration) {
@@ -160,5 +159,3 @@ func seed(t *testing.T) int64 {
 	t.Logf("seed %d (rerun with -engine.seed=%d)", s, s)
 	return s
 }
-
-var _ = fmt.Sprintf

@@ -138,7 +138,7 @@ func TestNativeScheduling(t *testing.T) {
 			h.restart()
 			e = h.e
 			again, err := e.ScheduleIn(bg, time.Hour, Message{Dest: "fake://n7", Key: "k7", Payload: []byte("lose")})
-			require.NoError(t, err)
+			require.ErrorIs(t, err, ErrDuplicate)
 			require.Equal(t, lost, again)
 			require.Len(t, fn.nenv, 7)
 			require.Equal(t, lost.String(), fn.nenv[6].ID, "handed over again")

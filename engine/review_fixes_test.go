@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/hourglassmq/hourglass/wal"
 	"github.com/stretchr/testify/require"
 )
 
@@ -18,7 +19,7 @@ func TestExistingKeyOnOneShardDeliversOnce(t *testing.T) {
 	id1, err := h.e.ScheduleIn(context.Background(), time.Second, m)
 	require.NoError(t, err)
 	id2, err := h.e.ScheduleIn(context.Background(), time.Second, m)
-	require.NoError(t, err)
+	require.ErrorIs(t, err, ErrDuplicate)
 	require.Equal(t, id1, id2)
 	h.advance(time.Second)
 	require.Equal(t, []string{"once"}, payloads(h.deliveries()))
@@ -61,7 +62,7 @@ func TestScheduleGivenUpDuringCommitIsStillDelivered(t *testing.T) {
 	var delay atomic.Int64
 	h := newHarness(t, "durable", Options{Queues: []Queue{{Name: "q"}}})
 	require.NoError(t, h.e.Close())
-	h.opts.StoreOptions.FS = slowSyncFS{h.fs, &delay}
+	h.opts.Store = wal.Options{Dir: "store", FS: slowSyncFS{h.fs, &delay}}
 	h.open()
 
 	delay.Store(int64(200 * time.Millisecond))
@@ -72,7 +73,7 @@ func TestScheduleGivenUpDuringCommitIsStillDelivered(t *testing.T) {
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	delay.Store(0)
 	id, err := h.e.Schedule(context.Background(), m)
-	require.NoError(t, err)
+	require.ErrorIs(t, err, ErrDuplicate, "the given-up write landed: its key is known")
 	h.e.detached.Wait() // the given-up write has reached its shard
 	h.advance(time.Second)
 	got := h.deliveries()
@@ -87,7 +88,7 @@ func TestRescheduleGivenUpDuringCommitIsNotStranded(t *testing.T) {
 	var delay atomic.Int64
 	h := newHarness(t, "durable", Options{Queues: []Queue{{Name: "q"}}})
 	require.NoError(t, h.e.Close())
-	h.opts.StoreOptions.FS = slowSyncFS{h.fs, &delay}
+	h.opts.Store = wal.Options{Dir: "store", FS: slowSyncFS{h.fs, &delay}}
 	h.open()
 	id := h.schedule("local://q", 2*time.Minute, "far") // beyond the 1 min window: on disk only
 	h.settle()

@@ -16,7 +16,9 @@ func TestShardPlacementIsStableAcrossOpens(t *testing.T) {
 		e, err := Open(ctx, Options{Shards: 8, Queues: []Queue{{Name: "q", Handler: noop}, {Name: "ord", Handler: noop, Ordered: true}}})
 		require.NoError(t, err)
 		defer e.Close()
-		return e.pickShard(&m)
+		sm, err := e.prepare(&m, e.clock.Now().UnixNano())
+		require.NoError(t, err)
+		return sm.Shard
 	}
 	for _, m := range []Message{
 		{Dest: "local://q", Key: "order-42"},

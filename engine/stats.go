@@ -5,7 +5,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hourglassmq/hourglass/wal"
+	"github.com/hourglassmq/hourglass/store"
 )
 
 type counters struct {
@@ -89,25 +89,25 @@ type RecoveryStats struct {
 	// wheel (0 until then).
 	FirstFire time.Duration
 	// FullLoad is the time from Open until every shard had loaded its
-	// window (0 until then; in memory mode always 0).
+	// window once (0 until then).
 	FullLoad time.Duration
 }
 
 // Stats is a snapshot of the engine's counters since Open.
 type Stats struct {
-	// Pending is the number of messages held in RAM per shard (memory mode:
-	// all pending messages; durable mode: the loaded window).
+	// Pending is the number of messages held in RAM per shard (the loaded
+	// window; 0 for a shard not attached here).
 	Pending      []int64
 	PendingTotal int64
-	// StorePending is the durable store's pending count (0 in memory mode).
+	// StorePending is the store's pending count, window or not.
 	StorePending int64
 	// InFlight counts messages taken off a wheel whose outcome is not yet
 	// applied (ready queues plus deliveries).
 	InFlight                                                               int64
 	Scheduled, Fired, Delivered, Retried, DeadLettered, Cancelled, Expired uint64
 	// EarlyCaught counts messages the wheel released before their
-	// wall-clock due time (the wall clock stepped back) that the re-check at
-	// pop held back. Messages delivered early: always 0 by construction.
+	// wall-clock due time (the wall clock stepped back) that the re-check
+	// held back. Messages delivered early: always 0 by construction.
 	EarlyCaught uint64
 	// Loaded counts messages paged in from the store.
 	Loaded uint64
@@ -120,45 +120,43 @@ type Stats struct {
 	// one from before the last crash: messages that were overdue at Open
 	// (they may have been in flight), capped by the in-flight capacity.
 	DuplicatesEstimate int64
-	// Lateness is fire time minus due time, measured at pop.
+	// Lateness is hand-off time minus due time: when the handler was
+	// called, or the batch given to its transport.
 	Lateness Latency
 	Recovery RecoveryStats
-	// Store holds the durable store's figures (nil in memory mode).
-	Store *wal.Stats
+	// Store holds the store's own figures.
+	Store store.Stats
 }
 
 // Stats returns a snapshot of the counters.
 func (e *Engine) Stats() Stats {
 	st := Stats{
 		Pending:         make([]int64, len(e.shards)),
-		InFlight:        e.busy.Load(),
-		Scheduled:       e.st.scheduled.Load(),
-		Fired:           e.st.fired.Load(),
-		Delivered:       e.st.delivered.Load(),
-		Retried:         e.st.retried.Load(),
-		DeadLettered:    e.st.dead.Load(),
-		Cancelled:       e.st.cancelled.Load(),
-		Expired:         e.st.expired.Load(),
-		EarlyCaught:     e.st.earlyCaught.Load(),
-		Loaded:          e.st.loaded.Load(),
-		NativeScheduled: e.st.nativeScheduled.Load(),
-		NativeFired:     e.st.nativeFired.Load(),
-		Lateness:        e.st.lateness.summary(),
+		InFlight:        max(0, e.busy.Load()),
+		Scheduled:       e.cnt.scheduled.Load(),
+		Fired:           e.cnt.fired.Load(),
+		Delivered:       e.cnt.delivered.Load(),
+		Retried:         e.cnt.retried.Load(),
+		DeadLettered:    e.cnt.dead.Load(),
+		Cancelled:       e.cnt.cancelled.Load(),
+		Expired:         e.cnt.expired.Load(),
+		EarlyCaught:     e.cnt.earlyCaught.Load(),
+		Loaded:          e.cnt.loaded.Load(),
+		NativeScheduled: e.cnt.nativeScheduled.Load(),
+		NativeFired:     e.cnt.nativeFired.Load(),
+		Lateness:        e.cnt.lateness.summary(),
 	}
-	for i, s := range e.shards {
-		st.Pending[i] = s.nlive.Load()
-		st.PendingTotal += st.Pending[i]
+	for i := range e.shards {
+		if s := e.shards[i].Load(); s != nil {
+			st.Pending[i] = s.nlive.Load()
+			st.PendingTotal += st.Pending[i]
+		}
 	}
 	e.recMu.Lock()
 	st.Recovery = e.recovery
-	st.DuplicatesEstimate = e.dupEstimate
+	st.DuplicatesEstimate = e.dupEst
 	e.recMu.Unlock()
-	if e.store != nil {
-		ws := e.store.Stats()
-		st.Store = &ws
-		st.StorePending = ws.PendingTotal
-	}
-	// In-flight counts insert commands too; never report more than fired.
-	st.InFlight = max(0, st.InFlight)
+	st.Store = e.st.Stats()
+	st.StorePending = st.Store.PendingTotal
 	return st
 }

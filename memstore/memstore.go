@@ -97,7 +97,6 @@ type Store struct {
 	mu     sync.RWMutex // guards everything below
 	closed bool
 	owner  store.Owner
-	seq    uint64
 	shards []*shard
 	keys   map[string]store.ID
 	dead   map[store.ID]*store.DeadLetter
@@ -281,12 +280,11 @@ func (s *Store) addNew(msgs []store.Message) ([]store.Appended, map[int][]store.
 func (s *Store) commit(records int, fed map[int][]store.Message) {
 	s.commits++
 	s.records += uint64(records)
-	s.seq++
 	if s.owner == nil {
 		return
 	}
 	for sh, msgs := range fed {
-		s.owner.Feed(sh, store.Change{Seq: s.seq, Added: msgs})
+		s.owner.Feed(sh, store.Change{Added: msgs})
 	}
 }
 
@@ -480,7 +478,7 @@ func (s *Store) Scan(ctx context.Context, q store.ScanQuery) ([]store.Message, s
 		return nil, store.Page{}, err
 	}
 	defer s.mu.RUnlock()
-	page := store.Page{Next: q.After, Seq: s.seq}
+	page := store.Page{Next: q.After}
 	from := max(q.From, q.After.Due)
 	if from >= q.To {
 		page.Done = true

@@ -106,6 +106,12 @@ type Owner interface {
 	// Feed reports changes to an attached shard, in commit order. It never
 	// blocks: the owner queues the change. The owner reads the messages
 	// after Feed returns, so the store must not reuse them.
+	//
+	// Ordering, which the owner relies on to never hold a message twice:
+	// the change of a commit is fed before the store answers any call that
+	// commits after it (so an outcome for a message cannot overtake the
+	// change that added it), and a Scan may see a commit before its change
+	// is fed.
 	Feed(shard int, c Change)
 }
 

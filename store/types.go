@@ -148,17 +148,11 @@ type Page struct {
 	Next Position
 	// Done reports that the range holds no more messages after Next.
 	Done bool
-	// Seq is the shard's sequence the page reflects: it includes every
-	// change the owner was or will be fed with Change.Seq <= Seq, and none
-	// with a larger one.
-	Seq uint64
 }
 
 // Change is what a store feeds the owner of a shard (Owner.Feed), in
 // commit order.
 type Change struct {
-	// Seq increases with every change fed for the shard (gaps allowed).
-	Seq uint64
 	// Added are messages that became pending: appended, cascaded by a
 	// Resolve, replayed from the dead letters, or moved by another process.
 	Added []Message

@@ -56,20 +56,25 @@ type Envelope struct {
 	// Fired is the time the engine handed the message to its dispatchers.
 	// It is zero for native scheduling, where the broker fires.
 	Fired time.Time
-	// Key is the caller's idempotency key, possibly empty.
+	// Key is the caller's idempotency key, possibly empty. It travels as
+	// the HeaderKey header.
 	Key string
+	// RoutingKey is what a partitioned transport partitions on, possibly
+	// empty (see PartitionKey).
+	RoutingKey string
 	// Headers are the caller's headers, sent after the standard ones.
 	Headers []Header
 	// Payload is the message body.
 	Payload []byte
 }
 
-// DedupKey returns the key a broker should deduplicate on and a partitioned
-// log should partition on: the idempotency key when there is one, else the
-// message ID.
-func (e *Envelope) DedupKey() string {
-	if e.Key != "" {
-		return e.Key
+// PartitionKey returns the key a partitioned log (Kafka) should partition
+// on: the caller's routing key when there is one, else the message ID. A
+// broker that deduplicates (JetStream) should use the ID: it is the same on
+// every redelivery of a message and different for every message.
+func (e *Envelope) PartitionKey() string {
+	if e.RoutingKey != "" {
+		return e.RoutingKey
 	}
 	return e.ID
 }
@@ -101,9 +106,10 @@ func FormatTime(t time.Time) string {
 	return t.UTC().Format(time.RFC3339Nano)
 }
 
-// ValidateHeaders checks caller headers for names every transport can carry:
-// non-empty RFC 9110 tokens, not using ReservedHeaderPrefix, and values
-// without CR, LF or NUL. The engine should call it at Schedule time.
+// ValidateHeaders checks caller headers for what every transport can carry:
+// names that are non-empty RFC 9110 tokens, not using ReservedHeaderPrefix,
+// and values without control characters (tab excepted). The engine calls it
+// at Schedule time; a sender may refuse more (MessageValidator).
 func ValidateHeaders(hs []Header) error {
 	for i, h := range hs {
 		if h.Key == "" {
@@ -117,8 +123,8 @@ func ValidateHeaders(hs []Header) error {
 		if len(h.Key) >= len(ReservedHeaderPrefix) && strings.EqualFold(h.Key[:len(ReservedHeaderPrefix)], ReservedHeaderPrefix) {
 			return fmt.Errorf("%w: header name %q uses the reserved prefix %q", ErrBadHeader, h.Key, ReservedHeaderPrefix)
 		}
-		if strings.ContainsAny(h.Value, "\r\n\x00") {
-			return fmt.Errorf("%w: value of header %q contains CR, LF or NUL", ErrBadHeader, h.Key)
+		if i := strings.IndexFunc(h.Value, func(r rune) bool { return (r < ' ' && r != '\t') || r == 0x7f }); i >= 0 {
+			return fmt.Errorf("%w: value of header %q has a control character at byte %d (only tab is allowed)", ErrBadHeader, h.Key, i)
 		}
 	}
 	return nil

@@ -99,6 +99,14 @@ type Sender interface {
 	Close() error
 }
 
+// MessageValidator is implemented by a sender that cannot carry every
+// message the engine accepts (a header name its protocol reserves, a key it
+// cannot encode). The engine calls it at Schedule time, so such a message
+// is refused then with ErrBadHeader, not dead-lettered when due.
+type MessageValidator interface {
+	ValidateMessage(dest Destination, key string, headers []Header) error
+}
+
 // NativeScheduler is implemented by a sender that can hold a message until
 // its due time itself (NATS JetStream message schedules). The engine hands
 // such messages over at Schedule time instead of keeping them in its wheel
@@ -112,8 +120,9 @@ type Sender interface {
 // The engine's flow:
 //
 //	Schedule:   Native(dest)? → ScheduleNative → Delivered means the broker
-//	            now owns the message (the engine records only the ID→dest
-//	            mapping it needs to cancel); Retry/Reject as for Send.
+//	            now fires the message (the engine keeps a shadow of it, payload
+//	            included, so that Get, List, Cancel and Reschedule work, and
+//	            drops the shadow at its due time); Retry/Reject as for Send.
 //	Cancel:     CancelNative(id, dest); found=false means it already fired
 //	            (or never existed).
 //	Reschedule: ScheduleNative again with the same ID and the new Due; a

@@ -131,6 +131,20 @@ func (r *Registry) Validate(dest string) error {
 	return err
 }
 
+// ValidateMessage reports whether dest's sender can carry a message with
+// this idempotency key and these headers: the sender's MessageValidator,
+// when it has one. dest must be valid (Validate).
+func (r *Registry) ValidateMessage(dest, key string, headers []Header) error {
+	d, s, err := r.Resolve(dest)
+	if err != nil {
+		return err
+	}
+	if v, ok := s.(MessageValidator); ok {
+		return v.ValidateMessage(d, key, headers)
+	}
+	return nil
+}
+
 // Native reports whether dest resolves to a sender that implements
 // NativeScheduler and has dest configured for native mode, and returns that
 // scheduler.

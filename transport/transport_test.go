@@ -82,7 +82,7 @@ func TestParseDestination(t *testing.T) {
 
 func TestValidateHeaders(t *testing.T) {
 	require.NoError(t, transport.ValidateHeaders(nil))
-	require.NoError(t, transport.ValidateHeaders([]transport.Header{{Key: "Content-Type", Value: "application/json"}, {Key: "X-Trace", Value: ""}}))
+	require.NoError(t, transport.ValidateHeaders([]transport.Header{{Key: "Content-Type", Value: "application/json"}, {Key: "X-Trace", Value: ""}, {Key: "X-Tab", Value: "a\tb"}}))
 	for _, tc := range []struct {
 		h   transport.Header
 		err string
@@ -91,7 +91,10 @@ func TestValidateHeaders(t *testing.T) {
 		{transport.Header{Key: "Bad Name", Value: "v"}, "not allowed"},
 		{transport.Header{Key: "Bad:Name", Value: "v"}, "not allowed"},
 		{transport.Header{Key: "hourglass-id", Value: "v"}, "reserved prefix"},
-		{transport.Header{Key: "X-Ok", Value: "a\r\nInjected: 1"}, "CR, LF"},
+		{transport.Header{Key: "X-Ok", Value: "a\r\nInjected: 1"}, "control character at byte 1"},
+		{transport.Header{Key: "X-Ok", Value: "bell\a"}, "control character at byte 4"},
+		{transport.Header{Key: "X-Ok", Value: "nul\x00"}, "control character at byte 3"},
+		{transport.Header{Key: "X-Ok", Value: "del\x7f"}, "control character at byte 3"},
 	} {
 		err := transport.ValidateHeaders([]transport.Header{tc.h})
 		require.ErrorIs(t, err, transport.ErrBadHeader, "%+v", tc.h)
@@ -108,9 +111,9 @@ func TestForEachHeader(t *testing.T) {
 		"Hourglass-Id=m1", "Hourglass-Attempt=3", "Hourglass-Due=2026-11-25T20:00:00.123456789Z",
 		"Hourglass-Key=k", "A=1", "A=2",
 	}, got)
-	require.Equal(t, "k", e.DedupKey())
-	e.Key = ""
-	require.Equal(t, "m1", e.DedupKey())
+	require.Equal(t, "m1", e.PartitionKey(), "the idempotency key is not the partition key")
+	e.RoutingKey = "customer-7"
+	require.Equal(t, "customer-7", e.PartitionKey())
 }
 
 func TestOutcomeZeroIsRetry(t *testing.T) {

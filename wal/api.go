@@ -336,8 +336,7 @@ func (s *Store) ListDead(ctx context.Context, q store.DeadQuery) ([]store.DeadLe
 // (Due, ID) order, at most q.Limit, after q.After, and the page for the next
 // call. Memory is bounded by Limit: the time-ordered keyspace is read in
 // order, and packed blocks (near-term messages) are filtered through their
-// summaries and a bounded heap. All reads come from one Pebble snapshot,
-// whose group-commit sequence the page reports (store.Page.Seq).
+// summaries and a bounded heap. All reads come from one Pebble snapshot.
 func (s *Store) Scan(ctx context.Context, q store.ScanQuery) ([]store.Message, store.Page, error) {
 	if err := s.enter(); err != nil {
 		return nil, store.Page{}, err
@@ -360,11 +359,7 @@ func (s *Store) Scan(ctx context.Context, q store.ScanQuery) ([]store.Message, s
 	fail := func(err error) ([]store.Message, store.Page, error) {
 		return nil, store.Page{}, fmt.Errorf("wal: scan shard %d [%d, %d): %w", q.Shard, q.From, q.To, err)
 	}
-	seq, err := readSeq(snap)
-	if err != nil {
-		return fail(err)
-	}
-	page := store.Page{Next: q.After, Seq: seq}
+	page := store.Page{Next: q.After}
 	if max(q.From, q.After.Due) >= q.To {
 		page.Done = true
 		return nil, page, nil
@@ -383,19 +378,6 @@ func (s *Store) Scan(ctx context.Context, q store.ScanQuery) ([]store.Message, s
 		page.Next = store.PositionOf(&out[len(out)-1])
 	}
 	return out, page, nil
-}
-
-// readSeq reads the last group-commit sequence r reflects.
-func readSeq(r pebble.Reader) (uint64, error) {
-	v, closer, err := r.Get(keySeq)
-	if err != nil {
-		return 0, fmt.Errorf("read sequence: %w", err)
-	}
-	defer closer.Close()
-	if len(v) != 8 {
-		return 0, &CorruptionError{What: "sequence", Reason: fmt.Sprintf("want 8 bytes, have %d", len(v))}
-	}
-	return binary.BigEndian.Uint64(v), nil
 }
 
 func (s *Store) scanTimed(ctx context.Context, snap *pebble.Snapshot, q store.ScanQuery, limit int) ([]store.Message, error) {

@@ -365,7 +365,7 @@ func (w *writer) commit(g *group) {
 		// Feed the owner before answering, in commit order (one committer).
 		if ref := s.owner.Load(); ref != nil {
 			for shard, msgs := range g.fed {
-				ref.o.Feed(shard, store.Change{Seq: g.seq, Added: msgs})
+				ref.o.Feed(shard, store.Change{Added: msgs})
 			}
 		}
 	}
@@ -851,12 +851,6 @@ func (w *writer) replayReq(g *group, ids []store.ID, due int64) ([]store.Message
 	deads, err := w.lookupDeads(ids)
 	if err != nil {
 		return nil, err
-	}
-	if g.seq == 0 {
-		// Replayed messages are fed like new ones, so the group needs a
-		// sequence even though it assigns no ID.
-		w.lastSeq++
-		g.seq = w.lastSeq
 	}
 	out := make([]store.Message, len(ids))
 	for i, d := range deads {

@@ -202,9 +202,7 @@ func (s *session) sample() engine.Stats {
 			s.heapPerEntry = float64(live-s.heapBase) / float64(pending)
 		}
 	}
-	if st.Store != nil {
-		s.storeBytes = max(s.storeBytes, int64(st.Store.DiskBytes))
-	}
+	s.storeBytes = max(s.storeBytes, int64(st.Store.DiskBytes))
 	return st
 }
 

@@ -202,7 +202,7 @@ func (s *Sender) Send(ctx context.Context, batch []transport.Envelope, out []tra
 		}
 		r := &recs[i]
 		r.Topic = d.Target
-		r.Key = []byte(e.DedupKey())
+		r.Key = []byte(e.PartitionKey())
 		r.Value = e.Payload
 		r.Headers = make([]kgo.RecordHeader, 0, 5+len(e.Headers))
 		e.ForEachHeader(func(k, v string) {

@@ -97,8 +97,8 @@ func TestDeliversRecordsWithHeaders(t *testing.T) {
 	recs := consume(t, c, "orders", 3)
 	require.Len(t, recs, 3)
 	r := recs[0]
-	require.Equal(t, "idem-1", string(r.Key), "key = idempotency key")
-	require.Equal(t, "m2", string(recs[1].Key), "key = ID without an idempotency key")
+	require.Equal(t, "m1", string(r.Key), "key = the ID when there is no routing key, never the idempotency key")
+	require.Equal(t, "m2", string(recs[1].Key), "key = ID without a routing key")
 	require.Equal(t, "payload-m1", string(r.Value))
 	var hs []string
 	for _, h := range r.Headers {

@@ -44,7 +44,7 @@
 // pending schedule. CancelNative purges the schedule subject and reports
 // whether a pending schedule was removed.
 //
-// Trade-offs, measured (see TestNativeLateness and docs/notes-transport-design.md):
+// Trade-offs, measured (see TestNativeLateness):
 //   - Precision: the server's schedule timer never re-arms sooner than
 //     250 ms, so a message can fire up to ~250 ms late (more under load),
 //     never early. The engine's own wheel fires within milliseconds.
@@ -53,8 +53,10 @@
 //   - Placement: the target subject and the schedule prefix must both be in
 //     the route's stream, and the stream must set AllowMsgSchedules. New
 //     checks the stream when the route is configured.
-//   - Durability and firing move to the broker: once ScheduleNative returns
-//     Delivered, the engine no longer holds the message.
+//   - Firing moves to the broker: once ScheduleNative returns Delivered, the
+//     broker fires the message. The engine keeps a shadow of it (payload
+//     included) so that Get, List, Cancel and Reschedule reach it, and drops
+//     the shadow at its due time without sending it.
 //
 // So native mode is an explicit per-destination choice (Options.Native),
 // never a default.

@@ -337,7 +337,7 @@ func (s *Sender) publish(ctx context.Context, batch []transport.Envelope, out []
 			}
 			acks = append(acks, pending{i, paf})
 		case d.Scheme == "jetstream":
-			paf, err := s.js.PublishMsgAsync(msgFor(e, d.Target), jetstream.WithMsgID(e.DedupKey()))
+			paf, err := s.js.PublishMsgAsync(msgFor(e, d.Target), jetstream.WithMsgID(e.ID))
 			if err != nil {
 				out[i] = classify(d.Raw, err)
 				continue
@@ -382,6 +382,15 @@ func (s *Sender) publish(ctx context.Context, batch []transport.Envelope, out []
 // server interprets (Nats-Rollup could purge a stream, Nats-Schedule
 // create a schedule), so it is refused.
 var ErrReservedHeader = errors.New("nats: caller header uses the reserved Nats- prefix")
+
+// ValidateMessage refuses, at Schedule time, caller headers that use the
+// reserved Nats- prefix (transport.MessageValidator).
+func (s *Sender) ValidateMessage(_ transport.Destination, _ string, headers []transport.Header) error {
+	if err := checkHeaders(headers); err != nil {
+		return fmt.Errorf("%w: %w", transport.ErrBadHeader, err)
+	}
+	return nil
+}
 
 func checkHeaders(hs []transport.Header) error {
 	for _, h := range hs {

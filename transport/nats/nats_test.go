@@ -138,7 +138,8 @@ func TestJetStreamPublishDeduplicates(t *testing.T) {
 	require.Equal(t, "payload-m1", string(raw.Data))
 	raw, err = st.GetMsg(context.Background(), 2)
 	require.NoError(t, err)
-	require.Equal(t, "idem-2", raw.Header.Get(jetstream.MsgIDHeader), "Nats-Msg-Id = idempotency key")
+	require.Equal(t, "m2", raw.Header.Get(jetstream.MsgIDHeader), "Nats-Msg-Id = the message ID, never the idempotency key")
+	require.Equal(t, "idem-2", raw.Header.Get(transport.HeaderKey), "the idempotency key travels as a header")
 }
 
 func TestFailureOutcomes(t *testing.T) {
