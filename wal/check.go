@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"math/bits"
+	"slices"
 	"strings"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -167,7 +168,11 @@ func (r *CheckReport) err() error {
 	if n == 0 {
 		return nil
 	}
-	return &DamageError{Dir: r.Dir, Reason: fmt.Sprintf("check found %d problems; first: %s", n, r.Problems[0]),
+	plural := "s"
+	if n == 1 {
+		plural = ""
+	}
+	return &DamageError{Dir: r.Dir, Reason: fmt.Sprintf("check found %d problem%s; first: %s", n, plural, r.Problems[0]),
 		Advice: "see the report for the full list, and restore the directory from a backup"}
 }
 
@@ -186,6 +191,35 @@ func (r *CheckReport) String() string {
 		b.WriteString("no problems\n")
 	}
 	return b.String()
+}
+
+// check runs the full key walk of Check on the open store (a snapshot of it)
+// and compares the counts with the store's own counters. Tests use it as an
+// oracle after every reopen.
+func (s *Store) check(ctx context.Context) (*CheckReport, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	snap := s.db.NewSnapshot()
+	defer snap.Close()
+	rep := &CheckReport{Dir: s.opts.Dir, Shards: s.shards}
+	seq, err := readSeq(snap)
+	if err != nil {
+		return nil, err
+	}
+	rep.LastSeq = seq
+	if err := verifyKeys(ctx, snap, s.shards, seq, true, rep); err != nil {
+		return nil, err
+	}
+	s.statsMu.Lock()
+	pending, dead, blocks := append([]int64(nil), s.pending...), s.dead, int64(s.blocks)
+	s.statsMu.Unlock()
+	if !slices.Equal(pending, rep.Pending) || dead != rep.Dead || blocks != rep.Blocks {
+		rep.add("counters", fmt.Sprintf("the store counts pending %v, %d dead, %d blocks; its keys hold pending %v, %d dead, %d blocks",
+			pending, dead, blocks, rep.Pending, rep.Dead, rep.Blocks))
+	}
+	return rep, rep.err()
 }
 
 // timedAt is what the walk remembers of a time-keyspace message.

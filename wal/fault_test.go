@@ -92,6 +92,7 @@ func TestStickyFailure(t *testing.T) {
 			defer s2.Close()
 			// The failed op was never acknowledged and its data never synced,
 			// so the store holds exactly the state after the last acknowledged op.
+			requireCheck(t, s2)
 			got := storeState(t, s2)
 			require.True(t, equalState(h.m, got), "after the failure: pending %d (want %d), dead %d (want %d)",
 				len(got.pending), len(h.m.pending), len(got.dead), len(h.m.dead))

@@ -68,6 +68,7 @@ func TestGoldenFixture(t *testing.T) {
 	s := openTest(t, testOptions(mem, 0))
 	defer s.Close()
 	require.Equal(t, 2, s.Shards())
+	requireCheck(t, s)
 	got := toGolden(storeState(t, s))
 	require.Equal(t, want, got)
 	require.NotEmpty(t, want.Pending)

@@ -224,6 +224,14 @@ func readState(s *Store) (*model, error) {
 	return got, nil
 }
 
+// requireCheck runs the full invariant check (Check's key walk) on an open
+// store and fails on any problem.
+func requireCheck(t testing.TB, s *Store) {
+	t.Helper()
+	rep, err := s.check(context.Background())
+	require.NoError(t, err, "check:\n%s", rep)
+}
+
 func normalize(m *model) *model {
 	out := newModel()
 	for id, msg := range m.pending {
@@ -335,12 +343,14 @@ func TestModel(t *testing.T) {
 		if i%25 == 0 || i == steps-1 {
 			requireState(t, h.m, h.s)
 			requireReclaimed(t, h.s)
+			requireCheck(t, h.s)
 		}
 		if i%100 == 99 {
 			require.NoError(t, h.s.Close())
 			opts.Shards = 0
 			h.s = openTest(t, opts)
 			requireState(t, h.m, h.s)
+			requireCheck(t, h.s)
 		}
 	}
 	// Drain everything: every block must be dropped.
