@@ -123,6 +123,8 @@ func (s *Store) open(ctx context.Context, release func()) error {
 			if err := rec.verifyFiles(fs, st); err != nil {
 				return err
 			}
+		} else if err := checkLogTail(fs, dir); err != nil {
+			return openError(dir, "check the log", err)
 		}
 		if ro, err = s.recoverReadOnly(ctx, cache, rec, release); err != nil {
 			return err
