@@ -3,10 +3,12 @@ package wal
 import (
 	"context"
 	"errors"
+	"math"
 	"math/rand/v2"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
@@ -169,4 +171,77 @@ func TestRecoveryReadErrors(t *testing.T) {
 		require.NoError(t, s.Close())
 	}
 	t.Logf("%d of 12 opens failed cleanly", failures)
+}
+
+// TestFailedStoreRefusesReadsAndReleasesPebble: after Pebble's fatal path
+// (a WAL write error, which Pebble reports only through Logger.Fatalf, and
+// after which its own commit pipeline cannot be trusted), the store refuses
+// every call, reads as well as writes, with the sticky error; the error
+// says to reopen; store.Events.Failed is called exactly once; and the store
+// lets go of Pebble and the directory by itself, so the directory can be
+// opened again without Close.
+func TestFailedStoreRefusesReadsAndReleasesPebble(t *testing.T) {
+	ctx := context.Background()
+	sd := seed(t)
+	mem := vfs.NewCrashableMem()
+	inj := &walWriteInjector{odds: 1, r: rand.New(rand.NewPCG(sd, 8)), kinds: []errorfs.OpKind{errorfs.OpFileWrite, errorfs.OpFileWriteAt}}
+	fs := errorfs.Wrap(mem, inj)
+	var failedCalls atomic.Int32
+	failedEvent := make(chan error, 4)
+	opts := testOptions(fs, 2)
+	opts.events.Failed = func(err error) {
+		failedCalls.Add(1)
+		failedEvent <- err
+	}
+	s := openTest(t, opts)
+	res, err := s.Append(ctx, []store.Message{msgAt(0, time.Second, "kept"), msgAt(1, 2*time.Hour, "far")})
+	require.NoError(t, err)
+	_, err = s.Resolve(ctx, store.Batch{Dead: []store.Dead{{ID: res[1].ID, Reason: "r"}}})
+	require.NoError(t, err)
+
+	inj.armed.Store(true)
+	_, err = s.Append(ctx, []store.Message{msgAt(0, 0, "lost")})
+	require.ErrorIs(t, err, ErrFailed)
+	inj.armed.Store(false)
+	require.ErrorIs(t, s.Err(), ErrFailed)
+	require.Contains(t, s.Err().Error(), "open it again")
+	require.ErrorIs(t, <-failedEvent, ErrFailed)
+
+	// Every call is refused with the failure, reads included.
+	_, err = s.Get(ctx, res[0].ID)
+	require.ErrorIs(t, err, ErrFailed)
+	_, _, err = s.Scan(ctx, store.ScanQuery{Shard: 0, From: 0, To: math.MaxInt64})
+	require.ErrorIs(t, err, ErrFailed)
+	_, err = s.Lookup(ctx, "k")
+	require.ErrorIs(t, err, ErrFailed)
+	_, err = s.GetDead(ctx, res[1].ID)
+	require.ErrorIs(t, err, ErrFailed)
+	_, _, err = s.ListDead(ctx, store.DeadQuery{})
+	require.ErrorIs(t, err, ErrFailed)
+	err = s.ReplayDead(ctx, []store.ID{res[1].ID}, 0)
+	require.ErrorIs(t, err, ErrFailed)
+	_, err = s.PurgeDead(ctx, []store.ID{res[1].ID})
+	require.ErrorIs(t, err, ErrFailed)
+	_, err = s.PurgeAllDead(ctx)
+	require.ErrorIs(t, err, ErrFailed)
+	_, err = s.Resolve(ctx, store.Batch{Done: []store.Done{{ID: res[0].ID}}})
+	require.ErrorIs(t, err, ErrFailed)
+
+	// Another fatal report changes nothing and reports nothing.
+	pebbleLogger{s}.Fatalf("pebble: again: %v", errors.New("second"))
+	require.NotContains(t, s.Err().Error(), "second")
+
+	// The store released Pebble and the directory by itself: it opens again
+	// (Open waits for the release, which is under way), without Close.
+	s2 := openTest(t, testOptions(fs, 0))
+	requireCheck(t, s2)
+	got, err := s2.Get(ctx, res[0].ID)
+	require.NoError(t, err)
+	require.Equal(t, "payload-kept", string(got.Payload))
+	require.NoError(t, s2.Close())
+	require.Equal(t, int32(1), failedCalls.Load(), "store.Events.Failed is called once")
+
+	// Close of the failed store reports the failure and does not hang.
+	require.ErrorIs(t, s.Close(), ErrFailed)
+	require.ErrorIs(t, s.Close(), ErrClosed)
 }
