@@ -30,8 +30,20 @@ type failedError struct {
 }
 
 func (e *failedError) Error() string {
-	return fmt.Sprintf("%v: wal: store %s: %v; it refuses every call now: close it and open it again (restart the process) once the cause is fixed",
-		ErrFailed, e.dir, e.cause)
+	advice := "close it and open it again (restart the process) once the cause is fixed"
+	if isDiskFull(e.cause) {
+		advice = "free space on that disk, then close the store and open it again (restart the process)"
+	}
+	return fmt.Sprintf("%v: wal: store %s: %v; it refuses every call now: %s", ErrFailed, e.dir, e.cause, advice)
+}
+
+// failureCause returns what failed the store, without the advice for an
+// open store (for Open, which fails itself).
+func (s *Store) failureCause() error {
+	if fe, ok := errors.AsType[*failedError](s.Err()); ok {
+		return fe.cause
+	}
+	return s.Err()
 }
 
 func (e *failedError) Unwrap() []error { return []error{ErrFailed, e.cause} }

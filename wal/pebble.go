@@ -136,9 +136,9 @@ func (e *pebbleFatal) Unwrap() []error { return e.errs }
 // isDiskFull reports whether err is (or wraps) ENOSPC.
 func isDiskFull(err error) bool { return errors.Is(err, syscall.ENOSPC) }
 
-// diskFullError is the failure of a store whose disk is full.
+// diskFullError says that the disk is full, and what could not be written.
 func diskFullError(dir, what string, err error) error {
-	return fmt.Errorf("disk full (ENOSPC): %s; free space on the disk holding %s: %w", what, dir, err)
+	return fmt.Errorf("disk full (ENOSPC) on the disk holding %s: %s: %w", dir, what, err)
 }
 
 // openPebble opens Pebble in the background and waits for it, for ctx and
@@ -168,16 +168,16 @@ func (s *Store) openPebble(ctx context.Context, po *pebble.Options, release func
 	case o := <-done:
 		if o.err == nil && s.Err() != nil {
 			closePebble(o.db)
-			return nil, s.Err()
+			return nil, s.failureCause()
 		}
 		return o.db, o.err
 	case <-ctx.Done():
-		cause = ctx.Err()
-		if stalled := s.Err(); stalled != nil {
-			cause = fmt.Errorf("%w (%w)", cause, stalled)
+		cause = fmt.Errorf("gave up waiting for Pebble%s: %w", s.stalled(), ctx.Err())
+		if err := s.Err(); err != nil {
+			cause = fmt.Errorf("%w: %w", cause, s.failureCause())
 		}
 	case <-s.failedCh:
-		cause = s.Err()
+		cause = s.failureCause()
 	}
 	s.abandoned = true
 	z := startZombie(s.opts.FS, s.opts.Dir, s.kick)
@@ -188,8 +188,18 @@ func (s *Store) openPebble(ctx context.Context, po *pebble.Options, release func
 		}
 		release()
 	}()
-	return nil, fmt.Errorf("gave up waiting for Pebble, which keeps working in the background and holds the directory until it is done: %w", cause)
+	return nil, &abandonedError{cause}
 }
+
+// abandonedError is Open's error when it left Pebble's open to finish in the
+// background.
+type abandonedError struct{ cause error }
+
+func (e *abandonedError) Error() string {
+	return e.cause.Error() + " (Pebble keeps trying in the background and holds the directory until it can finish; a later Open waits for it)"
+}
+
+func (e *abandonedError) Unwrap() error { return e.cause }
 
 // closePebble closes db, turning a panic into an error: after Pebble's
 // Fatalf returned (it assumes Fatalf exits), its state may be past what
@@ -237,6 +247,8 @@ func explainPebble(dir string, err error) error {
 		return ""
 	}
 	switch {
+	case strings.Contains(msg, "disk full (ENOSPC)"):
+		return err // said already
 	case isDiskFull(err):
 		return diskFullError(dir, "Pebble cannot write", err)
 	case strings.Contains(msg, "unknown to the objstorage provider"):
