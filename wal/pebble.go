@@ -272,7 +272,7 @@ func explainPebble(dir string, err error) error {
 			Reason: "the MANIFEST (the list of the store's files) is damaged or missing",
 			Advice: "restore the directory from a backup", Err: err}
 	case strings.Contains(msg, "key=value syntax") || strings.Contains(msg, "OPTIONS"):
-		return &DamageError{Dir: dir, File: "OPTIONS-*", Reason: "Pebble's OPTIONS file is damaged",
+		return &DamageError{Dir: dir, File: "OPTIONS-* (the newest)", Reason: "Pebble's OPTIONS file is damaged",
 			Advice: "it holds settings only, no data: delete it and Open writes a new one", Err: err}
 	case pebble.IsCorruptionError(err):
 		return &DamageError{Dir: dir, Reason: "Pebble found corrupt data", Advice: "restore the directory from a backup", Err: err}
