@@ -232,6 +232,11 @@ func (st *dirState) plan() (openPlan, error) {
 			Advice: fmt.Sprintf("restore the directory from a backup, or recreate the empty marker file marker.format-version.000001.%03d", uint64(PebbleFormat))}
 	}
 	if v, err := strconv.ParseUint(st.format, 10, 64); err != nil || v != uint64(PebbleFormat) {
+		// Creating a store, Pebble ratchets its format one version at a
+		// time; a crash part-way leaves an older marker and no data.
+		if err == nil && v < uint64(PebbleFormat) && st.pristine() {
+			return planFinish, nil
+		}
 		return 0, fmt.Errorf("%w: store %s has Pebble format %q (marker.format-version); this build pins %d", ErrUnsupportedVersion, st.dir, st.format, uint64(PebbleFormat))
 	}
 	if st.manifest == "" {

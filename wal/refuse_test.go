@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+	"github.com/hourglassmq/hourglass/store"
 	"github.com/stretchr/testify/require"
 )
 
@@ -79,4 +81,31 @@ func mustList(t testing.TB, fs vfs.FS) []string {
 	names, err := fs.List(storeDir)
 	require.NoError(t, err)
 	return names
+}
+
+// TestCrashDuringCreationOpens: a crash at any write while Open creates a
+// store leaves, at worst, Pebble's first files and no data. Such a
+// directory is not refused as incomplete: Open finishes creating the store.
+func TestCrashDuringCreationOpens(t *testing.T) {
+	ctx := context.Background()
+	mem := vfs.NewCrashableMem()
+	var clones []*vfs.MemFS
+	inj := errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if op.Kind.ReadOrWrite() == errorfs.OpIsWrite {
+			clones = append(clones, mem.CrashClone(vfs.CrashCloneCfg{}))
+		}
+		return nil
+	})
+	s := openTest(t, testOptions(errorfs.Wrap(mem, inj), 2))
+	require.NoError(t, s.Close())
+	require.NotEmpty(t, clones)
+	for i, fs := range clones {
+		s, err := Open(ctx, testOptions(fs, 2))
+		require.NoError(t, err, "crash at write %d of %d", i, len(clones))
+		requireCheck(t, s)
+		_, err = s.Append(ctx, []store.Message{msgAt(0, 0, "x")})
+		require.NoError(t, err)
+		require.NoError(t, s.Close())
+	}
+	t.Logf("%d crash points", len(clones))
 }
