@@ -213,6 +213,14 @@ func (s *Store) closeClean() error {
 func (s *Store) flush() error {
 	done := make(chan error, 1)
 	go func() {
+		// When the store fails first, flush returns and the release may
+		// close Pebble before this goroutine gets to AsyncFlush, which
+		// then panics; nobody waits for this goroutine's answer by then.
+		defer func() {
+			if r := recover(); r != nil {
+				done <- fmt.Errorf("pebble panicked flushing: %v", r)
+			}
+		}()
 		flushed, err := s.db.AsyncFlush()
 		if err == nil {
 			select {
