@@ -220,3 +220,67 @@ func TestWriteStallIsReported(t *testing.T) {
 	require.Equal(t, stall{false, ""}, <-stalls)
 	require.NoError(t, s.Close())
 }
+
+// TestCloseDuringStallReturnsWhenTheFlushFails: Close waits for the commit
+// in flight, which Pebble has stalled behind a flush; when that flush fails
+// (the disk is full) the store fails and Close returns, instead of waiting
+// for the stall to end. Once space is freed the store reopens with what was
+// acknowledged.
+func TestCloseDuringStallReturnsWhenTheFlushFails(t *testing.T) {
+	disk := newBlockingDisk(vfs.NewMem())
+	full := &fullDisk{}
+	fs := errorfs.Wrap(disk, full)
+	stalls := make(chan bool, 16)
+	opts := testOptions(fs, 1)
+	opts.MemTableSize = 256 << 10
+	opts.events.WriteStall = func(begin bool, _ string) { stalls <- begin }
+	s := openTest(t, opts)
+
+	ctx, cancel := context.WithCancel(safetyNet(t))
+	var mu sync.Mutex
+	acked := map[store.ID]bool{}
+	appended := make(chan error, 1)
+	go func() {
+		payload := []byte(strings.Repeat("z", 8<<10))
+		for {
+			msgs := make([]store.Message, 16)
+			for j := range msgs {
+				msgs[j] = msgAt(0, time.Second, "c")
+				msgs[j].Payload = payload
+			}
+			res, err := s.Append(ctx, msgs)
+			if err != nil {
+				appended <- err
+				return
+			}
+			mu.Lock()
+			for _, r := range res {
+				acked[r.ID] = true
+			}
+			mu.Unlock()
+		}
+	}()
+	require.True(t, <-stalls)
+	cancel()
+	require.ErrorIs(t, <-appended, context.Canceled)
+
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	full.full.Store(true)
+	close(disk.release) // the held flush now fails with ENOSPC
+	err := <-closed
+	require.ErrorIs(t, err, ErrFailed)
+	require.ErrorIs(t, err, syscall.ENOSPC)
+
+	full.full.Store(false)
+	s2, err := Open(safetyNet(t), testOptions(fs, 0))
+	require.NoError(t, err)
+	defer s2.Close()
+	requireCheck(t, s2)
+	mu.Lock()
+	defer mu.Unlock()
+	for id := range acked {
+		_, err := s2.Get(context.Background(), id)
+		require.NoError(t, err, "acknowledged %s lost", id)
+	}
+}

@@ -29,6 +29,8 @@ type failedError struct {
 	cause error
 }
 
+func (e *failedError) Unwrap() []error { return []error{ErrFailed, e.cause} }
+
 func (e *failedError) Error() string {
 	advice := "close it and open it again (restart the process) once the cause is fixed"
 	if isDiskFull(e.cause) {
@@ -45,8 +47,6 @@ func (s *Store) failureCause() error {
 	}
 	return s.Err()
 }
-
-func (e *failedError) Unwrap() []error { return []error{ErrFailed, e.cause} }
 
 // fail records the first failure; later ones are only logged. A store that
 // Open has returned then reports it (store.Events.Failed, once), refuses
@@ -175,7 +175,17 @@ func (s *Store) closeFailed(err error) error {
 // closeClean runs with mu held and no call in flight.
 func (s *Store) closeClean() error {
 	dir := s.opts.Dir
-	s.w.stop()
+	// The writer stops once its last group is committed; a commit stalled
+	// by a flush that keeps failing fails the store instead.
+	stopped := make(chan struct{})
+	go func() {
+		s.w.stop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-s.failedCh:
+	}
 	if err := s.Err(); err != nil {
 		return s.closeFailed(err)
 	}
