@@ -17,7 +17,8 @@ import (
 // a new MANIFEST over the old one and deletes every .sst it no longer knows.
 // So Open refuses, before anything is written, any directory that holds
 // Pebble's files but not a complete store, and any non-empty directory that
-// holds files of neither Pebble nor Hourglass.
+// holds no store at all (files of neither Pebble nor Hourglass; a
+// filesystem's lost+found does not count).
 
 // fileKind classifies a directory entry by name.
 type fileKind uint8
@@ -153,6 +154,9 @@ func readDir(fs vfs.FS, dir string) (*dirState, error) {
 		}
 		kind, _ := classify(n)
 		if info.IsDir() {
+			if n == "lost+found" {
+				continue // the root of a filesystem: not a file of anyone's store
+			}
 			kind = fileForeign
 		}
 		st.sizes[n] = info.Size()

@@ -116,7 +116,7 @@ func (l pebbleLogger) Fatalf(format string, args ...any) {
 		}
 	}
 	if isDiskFull(err) {
-		l.s.fail(diskFullError(l.s.opts.Dir, "Pebble cannot write its log", err))
+		l.s.fail(diskFullError(l.s.opts.Dir, "Pebble could not write (its log or MANIFEST)", err))
 		return
 	}
 	l.s.fail(err)

@@ -61,6 +61,14 @@ func TestRefusedOpenWritesNothing(t *testing.T) {
 		})
 	}
 
+	t.Run("filesystem root", func(t *testing.T) {
+		fs := vfs.NewMem()
+		require.NoError(t, fs.MkdirAll(storeDir+"/lost+found", 0o755))
+		s, err := Open(ctx, testOptions(fs, 2))
+		require.NoError(t, err, "a new filesystem's lost+found is not someone else's data")
+		require.NoError(t, s.Close())
+	})
+
 	t.Run("foreign files", func(t *testing.T) {
 		fs := vfs.NewMem()
 		require.NoError(t, fs.MkdirAll(storeDir, 0o755))
