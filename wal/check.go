@@ -150,6 +150,7 @@ type Problem struct {
 	What  string
 }
 
+// String returns "where: what".
 func (p Problem) String() string { return p.Where + ": " + p.What }
 
 const maxProblems = 1000

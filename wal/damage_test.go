@@ -58,9 +58,10 @@ func damagesFor(size int, long bool) []damage {
 	return ds
 }
 
-// TestDamageCatalogue damages every file of a store directory, one file and
-// one damage at a time (a flipped byte at several offsets, truncation to
-// several lengths, deletion), in a store closed cleanly and, separately, in
+// TestEveryDamageIsRefusedOrOpensExactly is the catalogue of damage: it
+// damages every file of a store directory, one file and one damage at a
+// time (a flipped byte at several offsets, truncation to several lengths,
+// deletion), in a store closed cleanly and, separately, in
 // one that crashed (a crash clone with the unsynced data dropped, taken at
 // rest, so every acknowledged operation is on disk). Each time Open must
 // either refuse with an error wrapping ErrCorrupt, leaving the directory
@@ -76,7 +77,7 @@ func damagesFor(size int, long bool) []damage {
 // operation, exactly; never a mix. Damage to any earlier record of that log
 // must be refused. -wal.long damages 16 offsets and lengths per file
 // instead of five and three.
-func TestDamageCatalogue(t *testing.T) {
+func TestEveryDamageIsRefusedOrOpensExactly(t *testing.T) {
 	sd := seed(t)
 	for _, crash := range []bool{false, true} {
 		name := "after a clean close"
@@ -121,7 +122,8 @@ func TestDamageCatalogue(t *testing.T) {
 }
 
 // openDamaged opens a damaged copy of a store and checks the outcome (see
-// TestDamageCatalogue): "refused", "exact" or, when earlierOK, "earlier".
+// TestEveryDamageIsRefusedOrOpensExactly): "refused", "exact" or, when
+// earlierOK, "earlier".
 func openDamaged(t *testing.T, fs vfs.FS, what string, want *model, history []*model, earlierOK bool) string {
 	t.Helper()
 	ctx := context.Background()
