@@ -59,7 +59,7 @@ func Check(ctx context.Context, dir string, fs vfs.FS) (*CheckReport, error) {
 		err = &DamageError{Dir: dir, Reason: "the directory holds no complete store", kind: ErrInvalid}
 	}
 	if err != nil {
-		rep.add("directory", err.Error())
+		rep.add(label("directory"), err.Error())
 		return rep, rep.err()
 	}
 	lock, err := pebble.LockDirectory(dir, fs)
@@ -77,9 +77,9 @@ func Check(ctx context.Context, dir string, fs vfs.FS) (*CheckReport, error) {
 	if st.closed {
 		rep.CleanClose = true
 		if rec, err = readCleanRecord(fs, dir); err != nil {
-			rep.add(cleanCloseFile, err.Error())
+			rep.add(label(cleanCloseFile), err.Error())
 		} else if err := rec.verifyFiles(fs, st); err != nil {
-			rep.add("files", err.Error())
+			rep.add(label("files"), err.Error())
 		}
 	}
 	s := newStore(Options{Dir: dir, FS: fs, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}.withDefaults())
@@ -87,28 +87,28 @@ func Check(ctx context.Context, dir string, fs vfs.FS) (*CheckReport, error) {
 	defer cache.Unref()
 	db, err := s.openPebble(ctx, s.pebbleOptions(cache, lock, true), func() {})
 	if err != nil {
-		rep.add("pebble", explainPebble(dir, err).Error())
+		rep.add(label("pebble"), explainPebble(dir, err).Error())
 		return rep, rep.err()
 	}
 	defer closePebble(db)
 	rep.Shards = store.MaxShards
 	rep.LastSeq = maxSeq
 	if v, closer, err := db.Get(keyMeta); err != nil {
-		rep.add("meta", fmt.Sprintf("cannot read the meta record: %v", explainPebble(dir, err)))
+		rep.add(label("meta"), fmt.Sprintf("cannot read the meta record: %v", explainPebble(dir, err)))
 	} else {
 		version, shards, derr := decodeMeta(v)
 		_ = closer.Close()
 		switch {
 		case derr != nil:
-			rep.add("meta", derr.Error())
+			rep.add(label("meta"), derr.Error())
 		case version != FormatVersion:
-			rep.add("meta", fmt.Sprintf("format version %d; this build reads version %d", version, FormatVersion))
+			rep.add(label("meta"), fmt.Sprintf("format version %d; this build reads version %d", version, FormatVersion))
 		default:
 			rep.Shards = shards
 		}
 	}
 	if seq, err := readSeq(db); err != nil {
-		rep.add("sequence", explainPebble(dir, err).Error())
+		rep.add(label("sequence"), explainPebble(dir, err).Error())
 	} else {
 		rep.LastSeq = seq
 	}
@@ -116,11 +116,11 @@ func Check(ctx context.Context, dir string, fs vfs.FS) (*CheckReport, error) {
 		if ctx.Err() != nil {
 			return rep, err
 		}
-		rep.add("pebble", fmt.Sprintf("reading the keys failed: %v", explainPebble(dir, err)))
+		rep.add(label("pebble"), fmt.Sprintf("reading the keys failed: %v", explainPebble(dir, err)))
 	}
 	if rec != nil {
 		if err := rec.verifyCounts(dir, rep.LastSeq, rep.Pending, rep.Dead, rep.Blocks); err != nil {
-			rep.add(cleanCloseFile, err.Error())
+			rep.add(label(cleanCloseFile), err.Error())
 		}
 	}
 	return rep, rep.err()
@@ -155,12 +155,50 @@ func (p Problem) String() string { return p.Where + ": " + p.What }
 
 const maxProblems = 1000
 
-func (r *CheckReport) add(where, what string) {
+func (r *CheckReport) add(where fmt.Stringer, what string) {
 	if len(r.Problems) >= maxProblems {
 		r.Omitted++
 		return
 	}
-	r.Problems = append(r.Problems, Problem{Where: where, What: what})
+	r.Problems = append(r.Problems, Problem{Where: where.String(), What: what})
+}
+
+// labelf formats a place in a Problem.
+func labelf(format string, args ...any) label { return label(fmt.Sprintf(format, args...)) }
+
+// label is a fixed place in a Problem.
+type label string
+
+func (l label) String() string { return string(l) }
+
+// place names a key or record of the store for a Problem. The walk makes one
+// per key, so it formats itself only when a problem is reported.
+type place struct {
+	kind  byte // tagBlock, tagTime, tagIndex, tagKey or tagDead
+	shard int
+	seq   uint64
+	slot  int // in a block; -1 for the block itself
+	id    store.ID
+	key   string
+}
+
+func (p place) String() string {
+	switch p.kind {
+	case tagBlock:
+		if p.slot >= 0 {
+			return fmt.Sprintf("block shard %d seq %d slot %d", p.shard, p.seq, p.slot)
+		}
+		return fmt.Sprintf("block shard %d seq %d", p.shard, p.seq)
+	case tagTime:
+		return fmt.Sprintf("message %s (time keyspace)", p.id)
+	case tagIndex:
+		return fmt.Sprintf("index %s", p.id)
+	case tagKey:
+		return fmt.Sprintf("idempotency key %.64q", p.key)
+	case tagDead:
+		return fmt.Sprintf("dead letter %s", p.id)
+	}
+	return "key"
 }
 
 // err is nil without problems, else a *DamageError naming the first.
@@ -217,7 +255,7 @@ func (s *Store) check(ctx context.Context) (*CheckReport, error) {
 	pending, dead, blocks := append([]int64(nil), s.pending...), s.dead, int64(s.blocks)
 	s.statsMu.Unlock()
 	if !slices.Equal(pending, rep.Pending) || dead != rep.Dead || blocks != rep.Blocks {
-		rep.add("counters", fmt.Sprintf("the store counts pending %v, %d dead, %d blocks; its keys hold pending %v, %d dead, %d blocks",
+		rep.add(label("counters"), fmt.Sprintf("the store counts pending %v, %d dead, %d blocks; its keys hold pending %v, %d dead, %d blocks",
 			pending, dead, blocks, rep.Pending, rep.Dead, rep.Blocks))
 	}
 	return rep, rep.err()
@@ -249,13 +287,13 @@ func verifyKeys(ctx context.Context, r pebble.Reader, shards int, lastSeq uint64
 		lastSum  *summary                // the summary just read, awaiting its block
 		lastRef  uint64
 	)
-	expectKey := func(key string, id store.ID, where string) {
+	expectKey := func(key string, id store.ID, where fmt.Stringer) {
 		if prev, dup := wantKeys[key]; dup && prev != id {
 			rep.add(where, fmt.Sprintf("key %.64q is carried by %s too", key, prev))
 		}
 		wantKeys[key] = id
 	}
-	checkID := func(where string, id store.ID) bool {
+	checkID := func(where fmt.Stringer, id store.ID) bool {
 		switch {
 		case id.Shard() >= shards:
 			rep.add(where, fmt.Sprintf("shard %d, but the store has %d", id.Shard(), shards))
@@ -269,7 +307,7 @@ func verifyKeys(ctx context.Context, r pebble.Reader, shards int, lastSeq uint64
 	orphanSummary := func() {
 		if lastSum != nil {
 			id := store.ID(lastRef << slotBits)
-			rep.add(fmt.Sprintf("block shard %d seq %d", id.Shard(), idSeq(id)), "summary without a block record")
+			rep.add(labelf("block shard %d seq %d", id.Shard(), idSeq(id)), "summary without a block record")
 			lastSum = nil
 		}
 	}
@@ -294,21 +332,21 @@ func verifyKeys(ctx context.Context, r pebble.Reader, shards int, lastSeq uint64
 			orphanSummary()
 		}
 		if len(k) == 0 {
-			rep.add("key", "empty key")
+			rep.add(label("key"), "empty key")
 			continue
 		}
 		switch k[0] {
 		case tagMeta:
 			if !bytes.Equal(k, keyMeta) && !bytes.Equal(k, keySeq) {
-				rep.add(fmt.Sprintf("meta key %q", k), "unknown meta key")
+				rep.add(labelf("meta key %q", k), "unknown meta key")
 			}
 		case tagBlock:
 			if len(k) != 11 || k[10] > kindBlock {
-				rep.add(fmt.Sprintf("block key %x", k), "malformed key")
+				rep.add(labelf("block key %x", k), "malformed key")
 				continue
 			}
 			shard, seq := int(k[1]), binary.BigEndian.Uint64(k[2:10])
-			where := fmt.Sprintf("block shard %d seq %d", shard, seq)
+			where := place{kind: tagBlock, shard: shard, seq: seq, slot: -1}
 			if shard >= shards || seq == 0 || seq > lastSeq {
 				rep.add(where, fmt.Sprintf("out of range (shards %d, last sequence %d)", shards, lastSeq))
 				continue
@@ -344,10 +382,10 @@ func verifyKeys(ctx context.Context, r pebble.Reader, shards int, lastSeq uint64
 		case tagTime:
 			due, id, ok := decodeTimeKey(k)
 			if !ok {
-				rep.add(fmt.Sprintf("time key %x", k), "malformed key")
+				rep.add(labelf("time key %x", k), "malformed key")
 				continue
 			}
-			where := fmt.Sprintf("message %s (time keyspace)", id)
+			where := place{kind: tagTime, id: id}
 			if int(k[1]) != id.Shard() {
 				rep.add(where, fmt.Sprintf("filed under shard %d", k[1]))
 				continue
@@ -377,11 +415,11 @@ func verifyKeys(ctx context.Context, r pebble.Reader, shards int, lastSeq uint64
 			}
 		case tagIndex:
 			if len(k) != 9 {
-				rep.add(fmt.Sprintf("index key %x", k), "malformed key")
+				rep.add(labelf("index key %x", k), "malformed key")
 				continue
 			}
 			id := store.ID(binary.BigEndian.Uint64(k[1:]))
-			where := fmt.Sprintf("index %s", id)
+			where := place{kind: tagIndex, id: id}
 			if !checkID(where, id) {
 				continue
 			}
@@ -405,7 +443,7 @@ func verifyKeys(ctx context.Context, r pebble.Reader, shards int, lastSeq uint64
 		case tagKey:
 			rep.Keys++
 			key := string(k[1:])
-			where := fmt.Sprintf("idempotency key %.64q", key)
+			where := place{kind: tagKey, key: key}
 			id, err := decodeKeyIndex(v)
 			if err != nil {
 				rep.add(where, err.Error())
@@ -422,11 +460,11 @@ func verifyKeys(ctx context.Context, r pebble.Reader, shards int, lastSeq uint64
 			}
 		case tagDead:
 			if len(k) != 9 {
-				rep.add(fmt.Sprintf("dead key %x", k), "malformed key")
+				rep.add(labelf("dead key %x", k), "malformed key")
 				continue
 			}
 			id := store.ID(binary.BigEndian.Uint64(k[1:]))
-			where := fmt.Sprintf("dead letter %s", id)
+			where := place{kind: tagDead, id: id}
 			if !checkID(where, id) {
 				continue
 			}
@@ -448,7 +486,7 @@ func verifyKeys(ctx context.Context, r pebble.Reader, shards int, lastSeq uint64
 				}
 			}
 		default:
-			rep.add(fmt.Sprintf("key %x", k[:min(len(k), 16)]), fmt.Sprintf("unknown keyspace tag %#x", k[0]))
+			rep.add(labelf("key %x", k[:min(len(k), 16)]), fmt.Sprintf("unknown keyspace tag %#x", k[0]))
 		}
 	}
 	orphanSummary()
@@ -457,7 +495,7 @@ func verifyKeys(ctx context.Context, r pebble.Reader, shards int, lastSeq uint64
 	}
 	for shard := range indexed {
 		if indexed[shard] != timedCount[shard] {
-			rep.add(fmt.Sprintf("shard %d", shard), fmt.Sprintf("%d index entries for %d time-keyspace messages", indexed[shard], timedCount[shard]))
+			rep.add(labelf("shard %d", shard), fmt.Sprintf("%d index entries for %d time-keyspace messages", indexed[shard], timedCount[shard]))
 		}
 	}
 	if !full {
@@ -465,27 +503,27 @@ func verifyKeys(ctx context.Context, r pebble.Reader, shards int, lastSeq uint64
 	}
 	for id, t := range timed {
 		if !t.indexed {
-			rep.add(fmt.Sprintf("message %s (time keyspace)", id), "no index entry names it (or names it wrongly)")
+			rep.add(labelf("message %s (time keyspace)", id), "no index entry names it (or names it wrongly)")
 		}
 	}
 	for key, id := range wantKeys {
 		switch have, ok := haveKeys[key]; {
 		case !ok:
-			rep.add(fmt.Sprintf("idempotency key %.64q", key), fmt.Sprintf("carried by %s but missing from the key index", id))
+			rep.add(labelf("idempotency key %.64q", key), fmt.Sprintf("carried by %s but missing from the key index", id))
 		case have != id:
-			rep.add(fmt.Sprintf("idempotency key %.64q", key), fmt.Sprintf("carried by %s but the key index names %s", id, have))
+			rep.add(labelf("idempotency key %.64q", key), fmt.Sprintf("carried by %s but the key index names %s", id, have))
 		}
 	}
 	for key, id := range haveKeys {
 		if _, ok := wantKeys[key]; !ok {
-			rep.add(fmt.Sprintf("idempotency key %.64q", key), fmt.Sprintf("names %s, which is neither pending nor a dead letter with this key", id))
+			rep.add(labelf("idempotency key %.64q", key), fmt.Sprintf("names %s, which is neither pending nor a dead letter with this key", id))
 		}
 	}
 	return nil
 }
 
 // checkBlock checks a block record against its summary.
-func checkBlock(rep *CheckReport, where string, shard int, seq uint64, sum *summary, v []byte, full bool, expectKey func(string, store.ID, string)) {
+func checkBlock(rep *CheckReport, where place, shard int, seq uint64, sum *summary, v []byte, full bool, expectKey func(string, store.ID, fmt.Stringer)) {
 	view, err := decodeBlock(v)
 	if err != nil {
 		rep.add(where, err.Error())
@@ -497,7 +535,8 @@ func checkBlock(rep *CheckReport, where string, shard int, seq uint64, sum *summ
 	}
 	for slot := 0; slot < view.n; slot++ {
 		due, hasKey, key, err := checkMessage(view.entry(slot), full)
-		swhere := fmt.Sprintf("%s slot %d", where, slot)
+		swhere := where
+		swhere.slot = slot
 		if err != nil {
 			rep.add(swhere, err.Error())
 			continue
