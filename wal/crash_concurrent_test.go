@@ -131,6 +131,7 @@ func TestCrashConcurrent(t *testing.T) {
 			continue // crashed while the store was being created
 		}
 		require.NoError(t, err, "crash point %d", i)
+		requireCheck(t, s)
 		got := storeState(t, s)
 		for id, want := range p.acked {
 			g, ok := got.pending[id]

@@ -99,6 +99,7 @@ func TestCrash(t *testing.T) {
 			t.Fatalf("crash point %d (op %d acked=%v unsynced=%d%%): state matches neither before nor after the op: pending %d (want %d), dead %d (want %d)",
 				i, op, acked, p.unsynced, len(got.pending), len(want.pending), len(got.dead), len(want.dead))
 		}
+		requireCheck(t, s)
 		// The recovered store keeps working.
 		_, err = s.Append(ctx, []store.Message{msgAt(0, 0, "after")})
 		require.NoError(t, err)

@@ -27,14 +27,65 @@
 //   - A resolve that was not yet synced when the process died is simply not
 //     there after restart: the message is still pending and will be delivered
 //     again (a duplicate, never a loss).
-//   - Sticky failure: a failed commit, or Pebble calling its logger's Fatalf
-//     (which it does on WAL write/sync errors instead of returning them),
-//     records a failure wrapping ErrFailed. From then on every write returns
-//     it, until the store is reopened; the store never reports a false
-//     success. Err returns it.
-//   - If ctx ends while a call waits, the call returns ctx's error; if the
-//     writer had already taken the request it may still become durable (the
-//     error says so), so retry with an idempotency key.
+//   - Sticky failure: a failed commit; Pebble calling its logger's Fatalf
+//     (which it does on WAL write/sync errors instead of returning them, and
+//     after which its commit pipeline cannot be trusted); a failed flush or
+//     an ENOSPC in Pebble's background work (which Pebble retries forever
+//     while writes stall); or corrupt data found while reading: each records
+//     a failure wrapping ErrFailed and the cause (errors.Is finds ENOSPC).
+//     From then on every call, reads included, returns it until the store is
+//     opened again; the store never reports a false success. Err returns it
+//     and says what to do; store.Events.Failed is called once; and the
+//     store releases Pebble and its directory by itself, in the background
+//     (Close on a failed store writes no clean-close record).
+//   - If ctx ends, or the store fails, while a call waits, the call returns
+//     at once with ctx's error or the failure (and says when Pebble stalls
+//     writes); if the writer had already taken the request it may still
+//     become durable (the error says so), so retry with an idempotency key.
+//     Pebble's write stalls are reported through store.Events.WriteStall.
+//
+// # Open, Close and damage
+//
+// Close flushes Pebble's memtable, closes Pebble and writes HOURGLASS-CLOSED,
+// synced last: the counts the store holds and the size and CRC-32C of every
+// Pebble file. A store closed cleanly reopens exactly as it was, or Open
+// refuses it: after a clean close there is no torn tail, so any difference is
+// damage.
+//
+// Open refuses, before anything in the directory is written, with a
+// *DamageError that names the file, says what is wrong and what to do, and
+// wraps ErrCorrupt (ErrInvalid for a non-empty directory that holds no store,
+// ErrLocked for a store another process has open):
+//
+//   - a directory holding Pebble's files but not a complete store (no
+//     format-version or manifest marker, or no MANIFEST where the marker
+//     points), on which Pebble's own Open would create a new store and
+//     delete the old files; a creation that crashed before any data is
+//     finished instead;
+//   - after a clean close, any file missing, added or changed since, or
+//     counts that differ after recovery;
+//   - after a crash (no clean-close record), a log record that is unreadable
+//     although a later record says it was synced, a key or record that does
+//     not decode or breaks an invariant (Open reads every key), and whatever
+//     Pebble itself finds damaged.
+//
+// It does so by reading the listing and the record first, then opening
+// Pebble read-only (which writes nothing) and recovering there; only then
+// does it remove the record and open Pebble read-write. On a full disk the
+// read-write open's flush of the recovered log fails with ENOSPC, and Open
+// returns at once saying so; Pebble keeps trying in the background, holding
+// the directory, and a later Open waits for it within its ctx.
+//
+// After a crash a torn log tail is tolerated as before: every synced,
+// acknowledged write survives, and unsynced ones may vanish. What cannot be
+// told from a torn tail is tolerated too, and then the store opens with the
+// exact state of an earlier acknowledged point: the newest log truncated or
+// deleted, or its last record damaged; likewise a MANIFEST that lost its
+// newest edits after a crash may lose what they flushed, when the logs that
+// held it are gone and no other file contradicts it.
+//
+// Check verifies a closed store offline (the hourglass check command): every
+// file, key, record and invariant, reported as a list of problems.
 //
 // # Layout: packed blocks plus a time-ordered keyspace
 //
@@ -115,9 +166,11 @@
 // every value record. Open refuses any other meta version with
 // ErrUnsupportedVersion, naming both versions. Any change to a key or record
 // layout bumps FormatVersion and adds a golden store under testdata (the
-// version-1 store is testdata/golden-v1, checked by TestGoldenFixture).
-// Pebble's own format is pinned to PebbleFormat and never ratcheted
-// implicitly.
+// version-1 store is testdata/golden-v1, checked by TestGoldenFixture; it
+// was written before the clean-close record, so it opens as after a crash).
+// The clean-close record carries its own version byte. Pebble's own format
+// is pinned to PebbleFormat: Open refuses a store whose format marker says
+// otherwise and never ratchets it.
 //
 // # Caveats
 //
@@ -127,4 +180,10 @@
 //   - Time-keyspace messages (far future, retried, replayed) cost a point
 //     tombstone each when resolved; they are the minority by design.
 //   - PurgeAllDead is one atomic commit: its size is bounded by memory.
+//   - Open after a clean close reads every file once to check it; after a
+//     crash it reads every key (and replays the log twice, read-only then
+//     read-write). Close flushes the memtable and reads every file.
+//   - A store closed cleanly and then opened by an older build (which
+//     leaves HOURGLASS-CLOSED stale) is refused as damaged; delete
+//     HOURGLASS-CLOSED to open it as after a crash.
 package wal

@@ -3,10 +3,12 @@ package wal
 import (
 	"context"
 	"errors"
+	"math"
 	"math/rand/v2"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
@@ -92,6 +94,7 @@ func TestStickyFailure(t *testing.T) {
 			defer s2.Close()
 			// The failed op was never acknowledged and its data never synced,
 			// so the store holds exactly the state after the last acknowledged op.
+			requireCheck(t, s2)
 			got := storeState(t, s2)
 			require.True(t, equalState(h.m, got), "after the failure: pending %d (want %d), dead %d (want %d)",
 				len(got.pending), len(h.m.pending), len(got.dead), len(h.m.dead))
@@ -153,15 +156,92 @@ func TestRecoveryReadErrors(t *testing.T) {
 			failures++
 			require.True(t, errors.Is(err, errorfs.ErrInjected) || errors.Is(err, ErrCorrupt) || errors.Is(err, ErrFailed),
 				"unexpected error kind: %v", err)
-			require.Contains(t, err.Error(), "wal: open")
+			// It says which store: "wal: open <dir>: <step>: ..." or, for
+			// damage, "wal: store <dir>: <file>: ...".
+			require.Regexp(t, `^wal: (open|store) /store: `, err.Error())
 			continue
 		}
 		// The injected read hit something Open did not need: the state must
-		// be complete (reads from now on may fail, so only count).
+		// be complete. Close reads every file for its clean-close record, so
+		// stop injecting first.
+		reads.Store(1 << 40)
 		st := s.Stats()
 		require.Equal(t, int64(len(h.m.pending)), st.PendingTotal)
 		require.Equal(t, int64(len(h.m.dead)), st.Dead)
 		require.NoError(t, s.Close())
 	}
 	t.Logf("%d of 12 opens failed cleanly", failures)
+}
+
+// TestFailedStoreRefusesReadsAndReleasesPebble: after Pebble's fatal path
+// (a WAL write error, which Pebble reports only through Logger.Fatalf, and
+// after which its own commit pipeline cannot be trusted), the store refuses
+// every call, reads as well as writes, with the sticky error; the error
+// says to reopen; store.Events.Failed is called exactly once; and the store
+// lets go of Pebble and the directory by itself, so the directory can be
+// opened again without Close.
+func TestFailedStoreRefusesReadsAndReleasesPebble(t *testing.T) {
+	ctx := context.Background()
+	sd := seed(t)
+	mem := vfs.NewCrashableMem()
+	inj := &walWriteInjector{odds: 1, r: rand.New(rand.NewPCG(sd, 8)), kinds: []errorfs.OpKind{errorfs.OpFileWrite, errorfs.OpFileWriteAt}}
+	fs := errorfs.Wrap(mem, inj)
+	var failedCalls atomic.Int32
+	failedEvent := make(chan error, 4)
+	opts := testOptions(fs, 2)
+	opts.events.Failed = func(err error) {
+		failedCalls.Add(1)
+		failedEvent <- err
+	}
+	s := openTest(t, opts)
+	res, err := s.Append(ctx, []store.Message{msgAt(0, time.Second, "kept"), msgAt(1, 2*time.Hour, "far")})
+	require.NoError(t, err)
+	_, err = s.Resolve(ctx, store.Batch{Dead: []store.Dead{{ID: res[1].ID, Reason: "r"}}})
+	require.NoError(t, err)
+
+	inj.armed.Store(true)
+	_, err = s.Append(ctx, []store.Message{msgAt(0, 0, "lost")})
+	require.ErrorIs(t, err, ErrFailed)
+	inj.armed.Store(false)
+	require.ErrorIs(t, s.Err(), ErrFailed)
+	require.Contains(t, s.Err().Error(), "open it again")
+	require.ErrorIs(t, <-failedEvent, ErrFailed)
+
+	// Every call is refused with the failure, reads included.
+	_, err = s.Get(ctx, res[0].ID)
+	require.ErrorIs(t, err, ErrFailed)
+	_, _, err = s.Scan(ctx, store.ScanQuery{Shard: 0, From: 0, To: math.MaxInt64})
+	require.ErrorIs(t, err, ErrFailed)
+	_, err = s.Lookup(ctx, "k")
+	require.ErrorIs(t, err, ErrFailed)
+	_, err = s.GetDead(ctx, res[1].ID)
+	require.ErrorIs(t, err, ErrFailed)
+	_, _, err = s.ListDead(ctx, store.DeadQuery{})
+	require.ErrorIs(t, err, ErrFailed)
+	err = s.ReplayDead(ctx, []store.ID{res[1].ID}, 0)
+	require.ErrorIs(t, err, ErrFailed)
+	_, err = s.PurgeDead(ctx, []store.ID{res[1].ID})
+	require.ErrorIs(t, err, ErrFailed)
+	_, err = s.PurgeAllDead(ctx)
+	require.ErrorIs(t, err, ErrFailed)
+	_, err = s.Resolve(ctx, store.Batch{Done: []store.Done{{ID: res[0].ID}}})
+	require.ErrorIs(t, err, ErrFailed)
+
+	// Another fatal report changes nothing and reports nothing.
+	pebbleLogger{s}.Fatalf("pebble: again: %v", errors.New("second"))
+	require.NotContains(t, s.Err().Error(), "second")
+
+	// The store released Pebble and the directory by itself: it opens again
+	// (Open waits for the release, which is under way), without Close.
+	s2 := openTest(t, testOptions(fs, 0))
+	requireCheck(t, s2)
+	got, err := s2.Get(ctx, res[0].ID)
+	require.NoError(t, err)
+	require.Equal(t, "payload-kept", string(got.Payload))
+	require.NoError(t, s2.Close())
+	require.Equal(t, int32(1), failedCalls.Load(), "store.Events.Failed is called once")
+
+	// Close of the failed store reports the failure and does not hang.
+	require.ErrorIs(t, s.Close(), ErrFailed)
+	require.ErrorIs(t, s.Close(), ErrClosed)
 }

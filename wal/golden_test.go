@@ -53,6 +53,9 @@ func TestGoldenFixture(t *testing.T) {
 			}
 		}
 		require.NoError(t, s.Close())
+		// LOCK is Pebble's lock file: empty, and created by every Open
+		// (pebble.LockDirectory), so the fixture does not keep it.
+		require.NoError(t, os.Remove(goldenDir+"/LOCK"))
 		b, err := json.MarshalIndent(toGolden(h.m), "", " ")
 		require.NoError(t, err)
 		require.NoError(t, os.WriteFile(goldenDir+".json", b, 0o644))
@@ -61,6 +64,8 @@ func TestGoldenFixture(t *testing.T) {
 	require.NoError(t, err)
 	var want goldenState
 	require.NoError(t, json.Unmarshal(b, &want))
+	_, err = os.Stat(goldenDir + "/LOCK")
+	require.True(t, os.IsNotExist(err), "the fixture keeps no LOCK file: Pebble creates it")
 	// Open a copy so the fixture is never modified.
 	mem := vfs.NewMem()
 	_, err = vfs.Clone(vfs.Default, mem, goldenDir, "/store")
@@ -68,6 +73,7 @@ func TestGoldenFixture(t *testing.T) {
 	s := openTest(t, testOptions(mem, 0))
 	defer s.Close()
 	require.Equal(t, 2, s.Shards())
+	requireCheck(t, s)
 	got := toGolden(storeState(t, s))
 	require.Equal(t, want, got)
 	require.NotEmpty(t, want.Pending)

@@ -1,6 +1,7 @@
 package wal
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -171,6 +172,15 @@ func (h *harness) step(ctx context.Context) (*model, error) {
 
 // storeState reads everything pending and dead out of a store.
 func storeState(t testing.TB, s *Store) *model {
+	t.Helper()
+	got, err := readState(s)
+	require.NoError(t, err)
+	return got
+}
+
+// readState reads everything pending and dead out of a store, checking scan
+// order and that no message comes twice.
+func readState(s *Store) (*model, error) {
 	ctx := context.Background()
 	got := newModel()
 	for shard := 0; shard < s.Shards(); shard++ {
@@ -178,14 +188,17 @@ func storeState(t testing.TB, s *Store) *model {
 		var prev *store.Message
 		for {
 			page, next, err := s.Scan(ctx, store.ScanQuery{Shard: shard, From: math.MinInt64, To: math.MaxInt64, Limit: 50, After: c})
-			require.NoError(t, err)
+			if err != nil {
+				return nil, err
+			}
 			for i := range page {
-				if prev != nil {
-					require.Negative(t, cmpDueID(*prev, page[i]), "scan order")
+				if prev != nil && cmpDueID(*prev, page[i]) >= 0 {
+					return nil, fmt.Errorf("scan order: %s after %s", page[i].ID, prev.ID)
 				}
 				prev = &page[i]
-				_, dup := got.pending[page[i].ID]
-				require.False(t, dup, "scan returned %s twice", page[i].ID)
+				if _, dup := got.pending[page[i].ID]; dup {
+					return nil, fmt.Errorf("scan returned %s twice", page[i].ID)
+				}
 				got.pending[page[i].ID] = page[i]
 			}
 			c = next.Next
@@ -197,7 +210,9 @@ func storeState(t testing.TB, s *Store) *model {
 	var after store.ID
 	for {
 		dl, next, err := s.ListDead(ctx, store.DeadQuery{After: after, Limit: 7})
-		require.NoError(t, err)
+		if err != nil {
+			return nil, err
+		}
 		for _, d := range dl {
 			got.dead[d.Message.ID] = d
 		}
@@ -206,7 +221,15 @@ func storeState(t testing.TB, s *Store) *model {
 		}
 		after = next
 	}
-	return got
+	return got, nil
+}
+
+// requireCheck runs the full invariant check (Check's key walk) on an open
+// store and fails on any problem.
+func requireCheck(t testing.TB, s *Store) {
+	t.Helper()
+	rep, err := s.check(context.Background())
+	require.NoError(t, err, "check:\n%s", rep)
 }
 
 func normalize(m *model) *model {
@@ -235,23 +258,30 @@ func normalize(m *model) *model {
 }
 
 func equalState(a, b *model) bool {
-	a, b = normalize(a), normalize(b)
 	if len(a.pending) != len(b.pending) || len(a.dead) != len(b.dead) {
 		return false
 	}
 	for id, m := range a.pending {
 		o, ok := b.pending[id]
-		if !ok || fmt.Sprint(m) != fmt.Sprint(o) {
+		if !ok || !sameContent(id, m, o) {
 			return false
 		}
 	}
 	for id, d := range a.dead {
 		o, ok := b.dead[id]
-		if !ok || fmt.Sprint(d) != fmt.Sprint(o) {
+		if !ok || d.Reason != o.Reason || d.DeadAt != o.DeadAt || !sameContent(id, d.Message, o.Message) {
 			return false
 		}
 	}
 	return true
+}
+
+// sameContent compares what the store keeps of message id (as normalize
+// does: the ID and shard come from id, empty and nil slices are equal).
+func sameContent(id store.ID, a, b store.Message) bool {
+	return a.Due == b.Due && a.Expires == b.Expires && a.Attempt == b.Attempt &&
+		a.Dest == b.Dest && a.Key == b.Key && slices.Equal(a.Headers, b.Headers) &&
+		bytes.Equal(a.Payload, b.Payload) && (a.ID == 0 || a.ID == id) && (b.ID == 0 || b.ID == id)
 }
 
 func requireState(t testing.TB, want *model, s *Store) {
@@ -313,12 +343,14 @@ func TestModel(t *testing.T) {
 		if i%25 == 0 || i == steps-1 {
 			requireState(t, h.m, h.s)
 			requireReclaimed(t, h.s)
+			requireCheck(t, h.s)
 		}
 		if i%100 == 99 {
 			require.NoError(t, h.s.Close())
 			opts.Shards = 0
 			h.s = openTest(t, opts)
 			requireState(t, h.m, h.s)
+			requireCheck(t, h.s)
 		}
 	}
 	// Drain everything: every block must be dropped.

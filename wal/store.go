@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/hourglassmq/hourglass/store"
 )
 
@@ -26,7 +27,9 @@ const PebbleFormat = pebble.FormatWALSyncChunks
 // requests; reads go straight to Pebble snapshots.
 type Store struct {
 	opts   Options
+	fs     vfs.FS // opts.FS as Pebble sees it (guardFS)
 	db     *pebble.DB
+	lock   *pebble.Lock // the directory lock, held from Open to Close
 	shards int
 	log    *slog.Logger
 
@@ -36,8 +39,32 @@ type Store struct {
 	closed bool
 
 	failed   atomic.Pointer[error]    // sticky failure, wraps ErrFailed
+	failedCh chan struct{}            // closed when failed is set
 	owner    atomic.Pointer[ownerRef] // set by Start; fed by the committer
 	recovery Recovery
+
+	// Set by Open's goroutine only: Pebble opened the directory read-write
+	// (so it may have written), and Open left a Pebble open to finish in
+	// the background (which then releases the lock).
+	wrote, abandoned bool
+
+	// openMu orders markOpened against fail: a failure before Open returns
+	// fails Open; one after it releases the store (see fail).
+	openMu sync.Mutex
+	opened bool
+	// released is closed once a failed or closed store has let go of Pebble
+	// and the directory lock; releaseOnce starts that.
+	released    chan struct{}
+	releaseOnce sync.Once
+	releaseErr  error // set before released is closed
+
+	stall    atomic.Pointer[string] // Pebble's write-stall reason while writes are stalled
+	retrying atomic.Bool            // the failure came from Pebble's background work, which it retries
+
+	// backoff of a failed store's background Pebble retries (guardFS).
+	backoffMu   sync.Mutex
+	backoffNext time.Duration
+	kick        chan struct{} // closed by a later Open waiting for this store's release
 
 	// watermark[shard] is the lowest block sequence that may hold a pending
 	// message; block iterators start there. Written by the committer after a
@@ -56,79 +83,48 @@ type Store struct {
 	syncLat histogram
 }
 
-// Open opens or creates the store in opts.Dir and recovers its state.
-// Recovery reads only the per-block summaries and the time-keyspace index, not
-// the messages; Recovery() reports what it found.
-func Open(ctx context.Context, opts Options) (*Store, error) {
-	if err := opts.Validate(); err != nil {
-		return nil, err
+// newStore returns a store with its options and channels set up, before
+// anything is opened.
+func newStore(opts Options) *Store {
+	s := &Store{
+		opts:     opts,
+		log:      opts.Logger.With("component", "wal", "dir", opts.Dir),
+		failedCh: make(chan struct{}),
+		released: make(chan struct{}),
+		kick:     make(chan struct{}),
 	}
-	opts = opts.withDefaults()
-	start := time.Now()
-	s := &Store{opts: opts, log: opts.Logger.With("component", "wal", "dir", opts.Dir)}
-	if err := opts.FS.MkdirAll(opts.Dir, 0o755); err != nil {
-		return nil, fmt.Errorf("wal: open %s: create directory: %w", opts.Dir, err)
-	}
-	cache := pebble.NewCache(opts.CacheSize)
-	defer cache.Unref()
-	po := &pebble.Options{
-		FS:                 opts.FS,
-		Cache:              cache,
-		MemTableSize:       opts.MemTableSize,
-		FormatMajorVersion: PebbleFormat,
-		Logger:             pebbleLogger{s},
-	}
-	po.Experimental.EnableColumnarBlocks = func() bool { return false }
-	po.EnsureDefaults()
-	db, err := pebble.Open(opts.Dir, po)
-	if err != nil {
-		return nil, fmt.Errorf("wal: open %s: %w", opts.Dir, err)
-	}
-	if fv := db.FormatMajorVersion(); fv != PebbleFormat {
-		_ = db.Close()
-		return nil, fmt.Errorf("%w: pebble format %d, this build pins %d", ErrUnsupportedVersion, fv, PebbleFormat)
-	}
-	s.db = db
-	lastSeq, err := s.loadMeta()
-	if err == nil {
-		err = s.recover(ctx, lastSeq)
-	}
-	if err == nil {
-		err = s.Err()
-	}
-	if err != nil {
-		_ = db.Close()
-		return nil, err
-	}
-	s.recovery.Duration = time.Since(start)
-	s.w.start()
-	s.log.Info("wal: opened", "shards", s.shards, "blocks", s.recovery.Blocks,
-		"pending", s.recovery.BlockPending+s.recovery.TimedPending, "dead", s.recovery.DeadLetters,
-		"took", s.recovery.Duration)
-	return s, nil
+	s.fs = guardFS{FS: opts.FS, s: s}
+	return s
 }
 
-// loadMeta reads or creates the meta record and returns the last sequence.
-func (s *Store) loadMeta() (uint64, error) {
+// loadMeta reads the meta record and returns the last sequence. When the
+// store has no meta record and no other key, found is false; with create it
+// then writes the meta record of a new store. A store with keys but no meta
+// record is not ours (or lost its meta record) and is refused.
+func (s *Store) loadMeta(create bool) (lastSeq uint64, found bool, err error) {
+	dir := s.opts.Dir
 	val, closer, err := s.db.Get(keyMeta)
 	if errors.Is(err, pebble.ErrNotFound) {
+		it, err := s.db.NewIter(nil)
+		if err != nil {
+			return 0, false, openError(dir, "read", err)
+		}
+		nonEmpty := it.First()
+		if err := errors.Join(it.Error(), it.Close()); err != nil {
+			return 0, false, openError(dir, "read", err)
+		}
+		if nonEmpty {
+			return 0, false, &DamageError{Dir: dir, Reason: "the Pebble store has data but no meta record: it is not an Hourglass store, or its meta record was lost",
+				Advice: "give Options.Dir the directory of an Hourglass store, or an empty one"}
+		}
 		if s.opts.Shards == 0 {
 			s.opts.Shards = s.opts.defaultShards
 		}
 		if s.opts.Shards == 0 {
-			return 0, invalidf("open %s: new store needs Options.Shards (1..%d)", s.opts.Dir, store.MaxShards)
+			return 0, false, invalidf("open %s: new store needs Options.Shards (1..%d)", dir, store.MaxShards)
 		}
-		// A store with keys but no meta record is not ours (or is damaged).
-		it, err := s.db.NewIter(nil)
-		if err != nil {
-			return 0, fmt.Errorf("wal: open %s: %w", s.opts.Dir, err)
-		}
-		nonEmpty := it.First()
-		if err := errors.Join(it.Error(), it.Close()); err != nil {
-			return 0, fmt.Errorf("wal: open %s: read: %w", s.opts.Dir, err)
-		}
-		if nonEmpty {
-			return 0, fmt.Errorf("wal: open %s: %w: store has data but no meta record", s.opts.Dir, ErrCorrupt)
+		if !create {
+			return 0, false, nil
 		}
 		b := s.db.NewBatch()
 		_ = b.Set(keyMeta, encodeMeta(s.opts.Shards), nil)
@@ -138,37 +134,36 @@ func (s *Store) loadMeta() (uint64, error) {
 		first := 1<<16 + rand.Uint64N(firstSeqSpan)
 		_ = b.Set(keySeq, binary.BigEndian.AppendUint64(nil, first), nil)
 		if err := b.Commit(pebble.Sync); err != nil {
-			return 0, fmt.Errorf("wal: open %s: write meta: %w", s.opts.Dir, err)
+			return 0, false, openError(dir, "write meta", err)
 		}
 		_ = b.Close()
+		if err := s.Err(); err != nil {
+			return 0, false, fmt.Errorf("wal: open %s: write meta: %w", dir, err)
+		}
 		s.shards = s.opts.Shards
 		s.recovery.Created = true
-		return first, nil
+		return first, true, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("wal: open %s: read meta: %w", s.opts.Dir, err)
+		return 0, false, openError(dir, "read meta", err)
 	}
 	version, shards, derr := decodeMeta(val)
 	_ = closer.Close()
 	if derr != nil {
-		return 0, fmt.Errorf("wal: open %s: %w", s.opts.Dir, derr)
+		return 0, false, fmt.Errorf("wal: open %s: %w", dir, derr)
 	}
 	if version != FormatVersion {
-		return 0, fmt.Errorf("%w: store %s has format version %d; this build reads version %d", ErrUnsupportedVersion, s.opts.Dir, version, FormatVersion)
+		return 0, false, fmt.Errorf("%w: store %s has format version %d; this build reads version %d", ErrUnsupportedVersion, dir, version, FormatVersion)
 	}
 	if s.opts.Shards != 0 && s.opts.Shards != shards {
-		return 0, invalidf("open %s: Options.Shards = %d but the store was created with %d shards (use 0 or %d)", s.opts.Dir, s.opts.Shards, shards, shards)
+		return 0, false, invalidf("open %s: Options.Shards = %d but the store was created with %d shards (use 0 or %d)", dir, s.opts.Shards, shards, shards)
 	}
 	s.shards = shards
-	val, closer, err = s.db.Get(keySeq)
+	seq, err := readSeq(s.db)
 	if err != nil {
-		return 0, fmt.Errorf("wal: open %s: read sequence: %w", s.opts.Dir, err)
+		return 0, false, openError(dir, "read sequence", err)
 	}
-	defer closer.Close()
-	if len(val) != 8 {
-		return 0, fmt.Errorf("wal: open %s: %w", s.opts.Dir, &CorruptionError{What: "sequence", Reason: "want 8 bytes"})
-	}
-	return binary.BigEndian.Uint64(val), nil
+	return seq, true, nil
 }
 
 // recover rebuilds the writer's in-memory block table and the counters.
@@ -177,7 +172,7 @@ func (s *Store) recover(ctx context.Context, lastSeq uint64) error {
 	s.w = w
 	s.pending = make([]int64, s.shards)
 	wrap := func(what string, err error) error {
-		return fmt.Errorf("wal: open %s: recover %s: %w", s.opts.Dir, what, err)
+		return openError(s.opts.Dir, "recover "+what, err)
 	}
 	// Block summaries.
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{tagBlock}, UpperBound: []byte{tagBlock + 1}})
@@ -284,50 +279,6 @@ func (s *Store) Recovery() Recovery { return s.recovery }
 // Shards returns the store's shard count.
 func (s *Store) Shards() int { return s.shards }
 
-// Err returns the sticky failure (wrapping ErrFailed), nil while healthy.
-func (s *Store) Err() error {
-	if p := s.failed.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
-
-// fail records the first failure; later ones are logged only.
-func (s *Store) fail(cause error) {
-	err := fmt.Errorf("%w: %w", ErrFailed, cause)
-	if s.failed.CompareAndSwap(nil, &err) {
-		s.log.Error("wal: store failed; refusing writes until reopened", "err", cause)
-	}
-}
-
-// Close stops the writer after the calls in flight finish, then closes
-// Pebble. Later calls return ErrClosed.
-func (s *Store) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return ErrClosed
-	}
-	s.closed = true
-	s.w.stop()
-	if err := s.db.Close(); err != nil {
-		return fmt.Errorf("wal: close %s: %w", s.opts.Dir, err)
-	}
-	return nil
-}
-
-// enter takes the shared close lock; it fails once the store is closed.
-func (s *Store) enter() error {
-	s.mu.RLock()
-	if s.closed {
-		s.mu.RUnlock()
-		return ErrClosed
-	}
-	return nil
-}
-
-func (s *Store) leave() { s.mu.RUnlock() }
-
 // Stats returns a snapshot of the counters.
 func (s *Store) Stats() store.Stats {
 	var disk uint64
@@ -361,23 +312,6 @@ func (s *Store) blockCount() int {
 	s.statsMu.Lock()
 	defer s.statsMu.Unlock()
 	return s.blocks
-}
-
-// pebbleLogger routes Pebble's log lines to slog and turns Fatalf, which
-// Pebble calls on WAL write/sync errors instead of returning them from
-// Commit, into the sticky failure rather than exiting the process.
-type pebbleLogger struct{ s *Store }
-
-func (l pebbleLogger) Infof(format string, args ...any) {
-	l.s.log.Debug("pebble: " + fmt.Sprintf(format, args...))
-}
-
-func (l pebbleLogger) Errorf(format string, args ...any) {
-	l.s.log.Warn("pebble: " + fmt.Sprintf(format, args...))
-}
-
-func (l pebbleLogger) Fatalf(format string, args ...any) {
-	l.s.fail(fmt.Errorf("pebble fatal: %s", fmt.Sprintf(format, args...)))
 }
 
 // firstSeqSpan bounds a new store's random first sequence (1/16 of the

@@ -14,4 +14,9 @@ type Recovery struct {
 	DeadLetters int64
 	// Created is true when Open created a new store.
 	Created bool
+	// CleanClose is true when the store had been closed cleanly, and Open
+	// checked its files and counts against the clean-close record. False
+	// means Open recovered as after a crash (and read every key to check
+	// them).
+	CleanClose bool
 }

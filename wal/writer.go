@@ -91,11 +91,12 @@ type shardOrder struct {
 }
 
 type writer struct {
-	s       *Store
-	reqs    chan *request
-	quit    chan struct{}
-	commits chan *group
-	exited  chan struct{}
+	s        *Store
+	reqs     chan *request
+	quit     chan struct{}
+	stopOnce sync.Once
+	commits  chan *group
+	exited   chan struct{}
 
 	lastSeq uint64
 	blocks  map[uint64]*summary // key: blockRef(store.ID)
@@ -200,9 +201,11 @@ func (w *writer) start() {
 	}()
 }
 
-// stop is called by Close with no calls in flight.
+// stop is called by Close (or a failed store's release) with no calls in
+// flight; it waits for the committers to answer every group. Calling it
+// again waits again.
 func (w *writer) stop() {
-	close(w.quit)
+	w.stopOnce.Do(func() { close(w.quit) })
 	<-w.exited
 }
 
@@ -215,21 +218,29 @@ func (s *Store) submit(ctx context.Context, r *request) result {
 	select {
 	case s.w.reqs <- r:
 	case <-ctx.Done():
-		return result{err: fmt.Errorf("wal: not submitted: %w", ctx.Err())}
+		return result{err: fmt.Errorf("wal: not submitted%s: %w", s.stalled(), ctx.Err())}
+	case <-s.failedCh:
+		return result{err: s.Err()}
 	}
 	select {
 	case res := <-r.reply:
 		return res
 	case <-ctx.Done():
+	case <-s.failedCh:
+	}
+	// ctx ended or the store failed (and its commit may never return).
+	cause := s.Err()
+	if cause == nil {
+		cause = ctx.Err()
 	}
 	if r.state.CompareAndSwap(reqQueued, reqAbandoned) {
-		return result{err: fmt.Errorf("wal: abandoned before the writer took it; nothing written: %w", ctx.Err())}
+		return result{err: fmt.Errorf("wal: abandoned before the writer took it; nothing written%s: %w", s.stalled(), cause)}
 	}
 	select {
 	case res := <-r.reply:
 		return res
 	case <-r.built:
-		return result{err: fmt.Errorf("wal: gave up waiting; the write may still become durable: %w", ctx.Err())}
+		return result{err: fmt.Errorf("wal: gave up waiting; the write may still become durable%s: %w", s.stalled(), cause)}
 	}
 }
 

@@ -1,0 +1,86 @@
+package wal
+
+import (
+	"context"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/stretchr/testify/require"
+)
+
+// TestLockedStoreSaysAnotherProcessHasIt: a second Open of a store that is
+// open gets ErrLocked and an error that says so, not Pebble's "resource
+// temporarily unavailable", on the in-memory filesystem and on the real one
+// (where the lock is an flock on LOCK).
+func TestLockedStoreSaysAnotherProcessHasIt(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		fs   vfs.FS
+		dir  string
+	}{
+		{"mem", vfs.NewMem(), storeDir},
+		{"disk", vfs.Default, t.TempDir()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := testOptions(tc.fs, 1)
+			opts.Dir = tc.dir
+			s := openTest(t, opts)
+			defer s.Close()
+			_, err := Open(ctx, opts)
+			require.ErrorIs(t, err, ErrLocked)
+			require.NotErrorIs(t, err, ErrCorrupt)
+			require.Contains(t, err.Error(), "another process")
+			require.Contains(t, err.Error(), "has this store open")
+			t.Logf("%v", err)
+		})
+	}
+}
+
+// TestPebbleErrorsSayWhatHappened damages a store that crashed (so no
+// clean-close record speaks first) in ways Pebble reports in terms of its
+// internals, and checks that Open's error names the file, says what is
+// wrong with it and what to do, and wraps ErrCorrupt.
+func TestPebbleErrorsSayWhatHappened(t *testing.T) {
+	ctx := context.Background()
+	mem := vfs.NewCrashableMem()
+	s, _ := populated(t, mem, seed(t), 80, 40)
+	crashed := mem.CrashClone(vfs.CrashCloneCfg{})
+	require.NoError(t, s.Close())
+	st, err := readDir(crashed, storeDir)
+	require.NoError(t, err)
+	sst := st.kinds(fileTable)[0]
+	options := st.kinds(fileOptions)[0]
+	for _, tc := range []struct {
+		name   string
+		damage func(t *testing.T, fs vfs.FS)
+		want   []string
+	}{
+		{"sstable deleted", func(t *testing.T, fs vfs.FS) {
+			require.NoError(t, fs.Remove(storeDir+"/"+sst))
+		}, []string{sst, "the MANIFEST lists this sstable but the directory does not hold it", "restore"}},
+		{"sstable truncated", func(t *testing.T, fs vfs.FS) {
+			truncateFile(t, fs, storeDir+"/"+sst, 100)
+		}, []string{sst, "size differs from the size the MANIFEST records", "restore"}},
+		{"sstable corrupt", func(t *testing.T, fs vfs.FS) {
+			flipByte(t, fs, storeDir+"/"+sst, 0)
+		}, []string{sst, "this sstable is corrupt", "restore"}},
+		{"manifest emptied", func(t *testing.T, fs vfs.FS) {
+			truncateFile(t, fs, storeDir+"/"+st.manifest, 0)
+		}, []string{st.manifest, "the MANIFEST (the list of the store's files) is damaged", "restore"}},
+		{"options damaged", func(t *testing.T, fs vfs.FS) {
+			flipByte(t, fs, storeDir+"/"+options, 0)
+		}, []string{"OPTIONS", "settings only, no data: delete it"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := copyStore(t, crashed, storeDir)
+			tc.damage(t, fs)
+			_, err := Open(ctx, testOptions(fs, 0))
+			require.ErrorIs(t, err, ErrCorrupt)
+			for _, w := range tc.want {
+				require.Contains(t, err.Error(), w)
+			}
+			t.Logf("%v", err)
+		})
+	}
+}

@@ -1,0 +1,231 @@
+package wal
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Open opens or creates the store in opts.Dir and recovers its state.
+//
+// Pebble's own Open writes before it can tell whether a store is damaged: it
+// replays and flushes the log, deletes files it thinks obsolete, and without
+// a manifest marker creates a new database over the old one. So Open goes in
+// steps, and refuses a damaged store (with a *DamageError that wraps
+// ErrCorrupt and says which file and what to do) before anything in the
+// directory is written:
+//
+//  1. It reads the directory listing: an empty directory gets a new store; a
+//     non-empty one without a store, or a store missing its markers or
+//     MANIFEST, is refused (see dirState.plan).
+//  2. It locks the directory (ErrLocked if another process holds it).
+//  3. If the store was closed cleanly it checks every file against the
+//     clean-close record (clean.go).
+//  4. It opens Pebble read-only, which writes nothing, and recovers: reads
+//     the meta record, the block summaries, the index and the dead letters.
+//     After a clean close the counts must match the record; after a crash it
+//     also reads and decodes every key (verify), so damage Pebble would only
+//     meet later is found now.
+//  5. Only then it removes the clean-close record and opens Pebble
+//     read-write. This open replays the log again and flushes it; on a full
+//     disk Pebble retries that flush forever, so Open returns when ctx ends
+//     or the disk is found full, and leaves Pebble to finish in the
+//     background.
+//
+// Recovery reads the per-block summaries and the time-keyspace index, not
+// the messages of the time keyspace; Recovery() reports what it found.
+func Open(ctx context.Context, opts Options) (*Store, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	opts = opts.withDefaults()
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("wal: open %s: %w", opts.Dir, err)
+	}
+	start := time.Now()
+	s := newStore(opts)
+	if err := waitZombie(ctx, opts.FS, opts.Dir); err != nil {
+		return nil, err
+	}
+	st, err := readDir(opts.FS, opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := st.plan(); err != nil {
+		return nil, err
+	}
+	if !st.exists {
+		if err := opts.FS.MkdirAll(opts.Dir, 0o755); err != nil {
+			return nil, fmt.Errorf("wal: open %s: create directory: %w", opts.Dir, err)
+		}
+	}
+	lock, err := pebble.LockDirectory(opts.Dir, opts.FS)
+	if err != nil {
+		return nil, &DamageError{Dir: opts.Dir, File: "LOCK", Reason: "another process (or another open Store in this process) has this store open",
+			Advice: "close it first: a store has one owner at a time", Err: err, kind: ErrLocked}
+	}
+	// release unlocks the directory. When Open refuses the store before
+	// Pebble opened it read-write, it also removes the LOCK file it created,
+	// leaving the directory as it found it.
+	var once sync.Once
+	release := func() {
+		once.Do(func() {
+			_ = lock.Close()
+			if !st.lock && !s.wrote {
+				_ = opts.FS.Remove(opts.FS.PathJoin(opts.Dir, "LOCK"))
+			}
+		})
+	}
+	s.lock = lock
+	if err := s.open(ctx, release); err != nil {
+		if s.db != nil {
+			closePebble(s.db)
+			s.db = nil
+		}
+		if !s.abandoned {
+			release() // else the abandoned Pebble releases it when done
+		}
+		return nil, err
+	}
+	s.recovery.Duration = time.Since(start)
+	s.log.Info("wal: opened", "shards", s.shards, "blocks", s.recovery.Blocks,
+		"pending", s.recovery.BlockPending+s.recovery.TimedPending, "dead", s.recovery.DeadLetters,
+		"clean", s.recovery.CleanClose, "took", s.recovery.Duration)
+	return s, nil
+}
+
+// open runs steps 3 to 5 of Open with the directory locked. release unlocks
+// it; open calls it itself only when it leaves Pebble to finish in the
+// background.
+func (s *Store) open(ctx context.Context, release func()) error {
+	dir, fs := s.opts.Dir, s.opts.FS
+	// List again under the lock: the first listing was taken before it.
+	st, err := readDir(fs, dir)
+	if err != nil {
+		return err
+	}
+	plan, err := st.plan()
+	if err != nil {
+		return err
+	}
+	cache := pebble.NewCache(s.opts.CacheSize)
+	defer cache.Unref()
+	var ro *recovered
+	if plan == planExisting {
+		var rec *cleanRecord
+		if st.closed {
+			if rec, err = readCleanRecord(fs, dir); err != nil {
+				return err
+			}
+			if err := rec.verifyFiles(fs, st); err != nil {
+				return err
+			}
+		} else if err := checkLogTail(fs, dir); err != nil {
+			return openError(dir, "check the log", err)
+		}
+		if ro, err = s.recoverReadOnly(ctx, cache, rec, release); err != nil {
+			return err
+		}
+		if st.closed {
+			// From here on Pebble changes the files the record describes.
+			if err := removeCleanRecord(fs, dir); err != nil {
+				return fmt.Errorf("wal: open %s: remove %s: %w", dir, cleanCloseFile, err)
+			}
+		}
+	}
+	s.wrote = true // Pebble may write from here on
+	po := s.pebbleOptions(cache, s.lock, false)
+	db, err := s.openPebble(ctx, po, release)
+	if err != nil {
+		return openError(dir, "pebble", err)
+	}
+	s.db = db
+	if fv := db.FormatMajorVersion(); fv != PebbleFormat {
+		return fmt.Errorf("%w: pebble format %d, this build pins %d", ErrUnsupportedVersion, fv, PebbleFormat)
+	}
+	if ro == nil || !ro.found {
+		// A new store, or one whose creation stopped before its meta record:
+		// there is nothing to validate read-only.
+		lastSeq, _, err := s.loadMeta(true)
+		if err != nil {
+			return err
+		}
+		if err := s.recover(ctx, lastSeq); err != nil {
+			return err
+		}
+	} else {
+		// The read-write open replayed the same files as the read-only one;
+		// the state recovered there stands. Check the one number that every
+		// commit writes.
+		seq, err := readSeq(db)
+		if err != nil {
+			return openError(dir, "read sequence", err)
+		}
+		if seq != ro.lastSeq {
+			return &DamageError{Dir: dir, Reason: fmt.Sprintf("the read-write open found last sequence %d, the read-only one %d", seq, ro.lastSeq),
+				Advice: "another process may have written the directory during Open; open it again"}
+		}
+	}
+	return s.markOpened()
+}
+
+// recovered is what the read-only step of Open found.
+type recovered struct {
+	found   bool // the store has its meta record
+	lastSeq uint64
+}
+
+// recoverReadOnly opens Pebble read-only, recovers the store's state into s
+// and checks it: against the clean-close record when there is one, else by
+// reading every key. Read-only Pebble writes nothing to the directory.
+func (s *Store) recoverReadOnly(ctx context.Context, cache *pebble.Cache, rec *cleanRecord, release func()) (*recovered, error) {
+	dir := s.opts.Dir
+	po := s.pebbleOptions(cache, s.lock, true)
+	db, err := s.openPebble(ctx, po, release)
+	if err != nil {
+		return nil, openError(dir, "pebble read-only", err)
+	}
+	s.db = db
+	defer func() {
+		closePebble(db)
+		s.db = nil
+	}()
+	lastSeq, found, err := s.loadMeta(false)
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		if rec != nil {
+			return nil, &DamageError{Dir: dir, Reason: "the store has no meta record, but it was closed cleanly with one", Advice: cleanAdvice}
+		}
+		return &recovered{}, nil
+	}
+	if err := s.recover(ctx, lastSeq); err != nil {
+		return nil, err
+	}
+	if rec != nil {
+		s.recovery.CleanClose = true
+		if err := rec.verifyCounts(dir, lastSeq, s.pending, s.dead, int64(s.blocks)); err != nil {
+			return nil, err
+		}
+	} else {
+		// After a crash there is no record of what the store held: read every
+		// key, so damage to a file recovery does not read (the time keyspace,
+		// the idempotency keys) is found now rather than by a later Scan.
+		rep := &CheckReport{}
+		if err := verifyKeys(ctx, db, s.shards, lastSeq, false, rep); err != nil {
+			return nil, openError(dir, "verify", err)
+		}
+		if len(rep.Problems) > 0 {
+			return nil, &DamageError{Dir: dir, Reason: fmt.Sprintf("recovery after a crash found %d inconsistencies; first: %s", len(rep.Problems), rep.Problems[0]),
+				Advice: "run wal.Check (hourglass check) for the full list, and restore the directory from a backup"}
+		}
+	}
+	if err := s.Err(); err != nil {
+		return nil, err
+	}
+	return &recovered{found: true, lastSeq: lastSeq}, nil
+}

@@ -1,0 +1,119 @@
+package wal
+
+import (
+	"context"
+	"path"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+	"github.com/hourglassmq/hourglass/store"
+	"github.com/stretchr/testify/require"
+)
+
+// TestRefusedOpenWritesNothing damages a store in ways Pebble's own Open
+// answers by writing (a missing marker.manifest.* makes it create a fresh
+// database, rewrite the MANIFEST and delete the real .sst files) and checks
+// that Open refuses before anything is written: the directory is byte for
+// byte what it was, and the error wraps ErrCorrupt and names what is missing.
+func TestRefusedOpenWritesNothing(t *testing.T) {
+	ctx := context.Background()
+	mem := vfs.NewMem()
+	// Several flushes, so the data lives in sstables and the logs that held
+	// it are gone.
+	s, _ := populated(t, mem, seed(t), 80, 20, 40, 60)
+	require.NoError(t, s.Close())
+	require.NotEmpty(t, (&dirState{names: mustList(t, mem)}).kinds(fileTable))
+
+	remove := func(pattern string) func(t *testing.T, fs vfs.FS) string {
+		return func(t *testing.T, fs vfs.FS) string {
+			for _, n := range mustList(t, fs) {
+				if matched, _ := path.Match(pattern, n); matched {
+					require.NoError(t, fs.Remove(storeDir+"/"+n))
+					return n
+				}
+			}
+			t.Fatalf("no file matches %s", pattern)
+			return ""
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		damage func(t *testing.T, fs vfs.FS) string
+		want   string
+	}{
+		{"manifest marker missing", remove("marker.manifest.*"), "marker.manifest"},
+		{"format marker missing", remove("marker.format-version.*"), "marker.format-version"},
+		{"manifest missing", remove("MANIFEST-*"), "MANIFEST"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := copyStore(t, mem, storeDir)
+			tc.damage(t, fs)
+			before := dirBytes(t, fs, storeDir)
+			s, err := Open(ctx, testOptions(fs, 0))
+			if s != nil {
+				_ = s.Close()
+			}
+			requireDirUnchanged(t, fs, storeDir, before, "a refused Open must write nothing")
+			require.ErrorIs(t, err, ErrCorrupt)
+			require.Contains(t, err.Error(), tc.want)
+			t.Logf("refused: %v", err)
+		})
+	}
+
+	t.Run("filesystem root", func(t *testing.T) {
+		fs := vfs.NewMem()
+		require.NoError(t, fs.MkdirAll(storeDir+"/lost+found", 0o755))
+		s, err := Open(ctx, testOptions(fs, 2))
+		require.NoError(t, err, "a new filesystem's lost+found is not someone else's data")
+		require.NoError(t, s.Close())
+	})
+
+	t.Run("foreign files", func(t *testing.T) {
+		fs := vfs.NewMem()
+		require.NoError(t, fs.MkdirAll(storeDir, 0o755))
+		writeFile(t, fs, storeDir+"/notes.txt", []byte("mine"))
+		before := dirBytes(t, fs, storeDir)
+		s, err := Open(ctx, testOptions(fs, 2))
+		if s != nil {
+			_ = s.Close()
+		}
+		requireDirUnchanged(t, fs, storeDir, before, "Open must not create a store among foreign files")
+		require.ErrorIs(t, err, ErrInvalid)
+		require.Contains(t, err.Error(), "notes.txt")
+	})
+}
+
+func mustList(t testing.TB, fs vfs.FS) []string {
+	t.Helper()
+	names, err := fs.List(storeDir)
+	require.NoError(t, err)
+	return names
+}
+
+// TestCrashDuringCreationOpens: a crash at any write while Open creates a
+// store leaves, at worst, Pebble's first files and no data. Such a
+// directory is not refused as incomplete: Open finishes creating the store.
+func TestCrashDuringCreationOpens(t *testing.T) {
+	ctx := context.Background()
+	mem := vfs.NewCrashableMem()
+	var clones []*vfs.MemFS
+	inj := errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if op.Kind.ReadOrWrite() == errorfs.OpIsWrite {
+			clones = append(clones, mem.CrashClone(vfs.CrashCloneCfg{}))
+		}
+		return nil
+	})
+	s := openTest(t, testOptions(errorfs.Wrap(mem, inj), 2))
+	require.NoError(t, s.Close())
+	require.NotEmpty(t, clones)
+	for i, fs := range clones {
+		s, err := Open(ctx, testOptions(fs, 2))
+		require.NoError(t, err, "crash at write %d of %d", i, len(clones))
+		requireCheck(t, s)
+		_, err = s.Append(ctx, []store.Message{msgAt(0, 0, "x")})
+		require.NoError(t, err)
+		require.NoError(t, s.Close())
+	}
+	t.Logf("%d crash points", len(clones))
+}
