@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/bits"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/hourglassmq/hourglass/store"
 )
 
@@ -618,4 +619,17 @@ func decodeKeyIndex(buf []byte) (store.ID, error) {
 		return 0, &CorruptionError{What: "key index", Reason: fmt.Sprintf("want 8 bytes, have %d", len(buf))}
 	}
 	return store.ID(binary.BigEndian.Uint64(buf)), nil
+}
+
+// readSeq reads the last group-commit sequence r holds.
+func readSeq(r pebble.Reader) (uint64, error) {
+	v, closer, err := r.Get(keySeq)
+	if err != nil {
+		return 0, fmt.Errorf("read sequence: %w", err)
+	}
+	defer closer.Close()
+	if len(v) != 8 {
+		return 0, &CorruptionError{What: "sequence", Reason: fmt.Sprintf("want 8 bytes, have %d", len(v))}
+	}
+	return binary.BigEndian.Uint64(v), nil
 }
