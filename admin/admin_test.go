@@ -304,6 +304,8 @@ func TestDeadLetters(t *testing.T) {
 	_, m := f.call("GET", "messages/"+id0, "")
 	require.Equal(t, "dead", m["state"])
 	require.EqualValues(t, 1, m["attempts"])
+	require.Equal(t, d0["dead_at"], m["dead_at"])
+	require.Contains(t, m["reason"], "receiver said no")
 
 	// The same list through ?state=dead, with a destination filter and paging.
 	_, page := f.call("GET", "messages?state=dead&dest=test://reject/2", "")

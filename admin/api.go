@@ -343,7 +343,15 @@ func (h *Handler) get(r *http.Request) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	return http.StatusOK, infoJSON(&in, true), nil
+	out := infoJSON(&in, true)
+	if in.State == engine.StateDead {
+		// Info has no death time; the dead letter list does, and the first
+		// entry after id-1 is id itself.
+		if ds, _, err := h.eng.DeadLetters(r.Context(), id-1, 1); err == nil && len(ds) == 1 && ds[0].ID == id {
+			out.DeadAt = timeJSON(ds[0].DeadAt)
+		}
+	}
+	return http.StatusOK, out, nil
 }
 
 // decodeJSON reads one JSON object into v, strictly: unknown fields,

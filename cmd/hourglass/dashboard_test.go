@@ -129,7 +129,8 @@ func screenshot(t *testing.T, ctx context.Context, dir, name string) {
 // the API; the overview shows N pending; a search by ID opens the
 // message's page; cancelling there removes it (the page and the API say
 // it is gone, the overview shows N-1); with a read token the page shows no
-// action buttons. Screenshots are saved along the way.
+// action buttons; dead letters are listed, purged and replayed from their
+// pages. Screenshots are saved along the way.
 func TestDashboardInBrowser(t *testing.T) {
 	findChromium(t) // skip (or fail under CI) before starting anything
 	artifacts := os.Getenv(envArtifacts)
@@ -140,9 +141,15 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 
 	cfg := memConfig()
-	cfg.Webhook.Allow = []string{"hooks.example.test"}
+	// localhost:1 is on the allow-list, but it resolves to loopback, which
+	// the webhook dialer refuses before connecting: its messages become
+	// dead letters at once, and nothing is sent anywhere.
+	cfg.Webhook.Allow = []string{"hooks.example.test", "localhost:1"}
 	cfg.Refresh = 200 * time.Millisecond
 	s := startTest(t, cfg, tokenVars())
+	st, out := s.call(t, adminToken, "POST", "api/v1/messages", `{"messages":[{"dest":"http://localhost:1/a"},{"dest":"http://localhost:1/b"}]}`)
+	require.Equal(t, http.StatusCreated, st, "%v", out)
+	deadIDs := out["ids"].([]any)
 
 	const n = 5
 	var batch []string
@@ -151,10 +158,14 @@ func TestDashboardInBrowser(t *testing.T) {
 			"headers":[{"key":"X-Tenant","value":"acme"}],"payload":"%s"}`,
 			i, 10*(i+1), i, b64(fmt.Sprintf(`{"order":%d,"item":"hourglass"}`, i))))
 	}
-	st, out := s.call(t, adminToken, "POST", "api/v1/messages", `{"messages":[`+strings.Join(batch, ",")+`]}`)
+	st, out = s.call(t, adminToken, "POST", "api/v1/messages", `{"messages":[`+strings.Join(batch, ",")+`]}`)
 	require.Equal(t, http.StatusCreated, st, "%v", out)
 	ids := out["ids"].([]any)
 	target, other := ids[2].(string), ids[3].(string)
+	require.Eventually(t, func() bool {
+		_, page := s.call(t, readToken, "GET", "api/v1/dead", "")
+		return len(page["messages"].([]any)) == 2
+	}, 20*time.Second, 5*time.Millisecond, "the two loopback messages are dead letters")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -246,6 +257,38 @@ func TestDashboardInBrowser(t *testing.T) {
 	buttons, err = chromedp.Run(bctx, visibleButtons("#actions"))
 	require.NoError(t, err)
 	require.Equal(t, 3, buttons, "admin: cancel, run now and reschedule (the confirmation stays hidden)")
+
+	// Dead letters: listed, one replayed and one purged from its page.
+	replayed, purged := deadIDs[0].(string), deadIDs[1].(string)
+	require.NoError(t, chromedp.Do(bctx,
+		chromedp.Click(chromedp.ID("nav-dead")),
+		textIs("#messages-title", "Dead letters"),
+		chromedp.Poll[chromedp.Void](`document.querySelectorAll('#results tbody tr').length === 2`,
+			chromedp.WithPollingTimeout(20*time.Second)),
+		chromedp.WaitVisible(chromedp.ID("purge-all")),
+		chromedp.Click(chromedp.CSS(`#results a[href="#/message/`+purged+`"]`)),
+		textIs("#msg-id", purged),
+		textIs("#msg-state", "dead"),
+		chromedp.Poll[chromedp.Void](`document.getElementById('msg-reason').textContent.includes('loopback address')`,
+			chromedp.WithPollingTimeout(20*time.Second)),
+		chromedp.WaitVisible(chromedp.ID("btn-replay")),
+	))
+	screenshot(t, bctx, artifacts, "dashboard-dead-letter.png")
+	require.NoError(t, chromedp.Do(bctx,
+		chromedp.Click(chromedp.ID("btn-purge")),
+		chromedp.WaitVisible(chromedp.ID("btn-purge-confirm")),
+		chromedp.Click(chromedp.ID("btn-purge-confirm")),
+		chromedp.WaitVisible(chromedp.ID("msg-notfound")),
+		chromedp.Navigate(s.url+"#/message/"+replayed),
+		textIs("#msg-state", "dead"),
+		chromedp.WaitVisible(chromedp.ID("btn-replay")),
+		chromedp.Click(chromedp.ID("btn-replay")),
+		chromedp.Poll[chromedp.Void](`document.getElementById('msg-done').textContent.startsWith('Replayed')`,
+			chromedp.WithPollingTimeout(20*time.Second)),
+	))
+	st, _ = s.call(t, adminToken, "GET", "api/v1/messages/"+purged, "")
+	require.Equal(t, http.StatusNotFound, st, "purged for real")
+	require.GreaterOrEqual(t, s.eng.Stats().Fired, uint64(3), "the replayed dead letter was tried again")
 
 	rcancel()
 	stop()
