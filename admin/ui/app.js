@@ -451,7 +451,7 @@
     $('btn-cancel-confirm').addEventListener('click', () =>
       act('DELETE', 'messages/' + current.id, undefined, 'Cancelled: this message will not be delivered.'));
     $('btn-run-now').addEventListener('click', () =>
-      act('POST', 'messages/' + current.id + '/reschedule', { in: '0s' }, 'Due now: it is delivered within a tick.'));
+      act('POST', 'messages/' + current.id + '/reschedule', { in: '0s' }, 'Due now: it fires at the next tick.'));
     $('btn-reschedule').addEventListener('click', () => {
       const v = $('resched-at').value;
       if (!v) { toast('Pick a new due time first.'); return; }

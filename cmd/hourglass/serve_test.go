@@ -381,6 +381,12 @@ func TestShutdownClosesTheStore(t *testing.T) {
 	cfg.Webhook.Allow = []string{"hooks.example.test"}
 	s := startTest(t, cfg, tokenVars())
 	require.Contains(t, s.stdout.String(), "durable, "+cfg.Dir)
+	require.Eventually(t, func() bool {
+		st, _ := s.call(t, "", "GET", "api/v1/ready", "")
+		return st == http.StatusOK
+	}, 20*time.Second, 5*time.Millisecond, "ready once every shard has loaded its window")
+	_, info := s.call(t, readToken, "GET", "api/v1/info", "")
+	require.Equal(t, "durable", info["mode"])
 	st, out := s.call(t, adminToken, "POST", "api/v1/messages", `{"dest":"https://hooks.example.test/x","in":"1h","key":"k-1"}`)
 	require.Equal(t, http.StatusCreated, st, "%v", out)
 	kept := out["id"].(string)
@@ -442,4 +448,27 @@ func TestSIGTERM(t *testing.T) {
 	require.Contains(t, stderr.String(), "shutting down")
 	require.Contains(t, stderr.String(), "engine: closed")
 	require.Contains(t, stderr.String(), "serve: stopped cleanly")
+}
+
+// TestOperationsDocConfig: the sample config in docs/operations.md is one
+// serve accepts, with the values it says.
+func TestOperationsDocConfig(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "operations.md"))
+	require.NoError(t, err)
+	_, rest, ok := strings.Cut(string(doc), "```toml\n")
+	require.True(t, ok, "a toml block")
+	sample, _, ok := strings.Cut(rest, "```")
+	require.True(t, ok)
+	file := filepath.Join(t.TempDir(), "hourglass.toml")
+	require.NoError(t, os.WriteFile(file, []byte(sample), 0o600))
+	cfg, err := parseServe([]string{"-config", file}, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, "10.0.4.17:7070", cfg.Addr)
+	require.Equal(t, "/var/lib/hourglass/store", cfg.Dir)
+	require.Equal(t, 60*time.Second, cfg.ShutdownTimeout)
+	require.Equal(t, "json", cfg.LogFormat)
+	require.Equal(t, []string{"hooks.example.com", "*.svc.example.org"}, cfg.Webhook.Allow)
+	require.Equal(t, []string{"10.20.0.0/16"}, cfg.Webhook.AllowNets)
+	require.Equal(t, "nats://10.0.4.30:4222", cfg.NATS.URL)
+	require.Equal(t, []string{"orders", "reminders"}, cfg.Kafka.Topics)
 }
