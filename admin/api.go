@@ -459,7 +459,9 @@ func (h *Handler) schedule(r *http.Request) (int, any, error) {
 	if err != nil {
 		ae := fromEngine(err)
 		for _, id := range ids {
-			ae.body.IDs = append(ae.body.IDs, id.String())
+			if id != 0 {
+				ae.body.IDs = append(ae.body.IDs, id.String())
+			}
 		}
 		return 0, nil, ae
 	}

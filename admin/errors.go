@@ -26,8 +26,8 @@ type errorOut struct {
 	// Allowed says what would have been accepted, when that is known.
 	Allowed []string `json:"allowed,omitempty"`
 	// IDs, on a schedule that failed part-way (a store failure between
-	// commits), are the leading messages that were committed: they are
-	// scheduled, the others are not.
+	// commits), are the messages the engine reports as committed despite
+	// the error: they are scheduled, the others are not.
 	IDs []string `json:"ids,omitempty"`
 }
 
