@@ -193,6 +193,9 @@ func TestDashboardInBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.ID("search-id")),
 		chromedp.Poll[chromedp.Void](fmt.Sprintf(`document.querySelectorAll('#results tbody tr').length === %d`, n),
 			chromedp.WithPollingTimeout(20*time.Second)),
+	))
+	screenshot(t, bctx, artifacts, "dashboard-messages.png")
+	require.NoError(t, chromedp.Do(bctx,
 		chromedp.SendKeys(chromedp.ID("search-id"), target),
 		chromedp.Click(chromedp.ID("search-go")),
 		chromedp.WaitVisible(chromedp.ID("msg-body")),
