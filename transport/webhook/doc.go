@@ -48,6 +48,19 @@
 // would become an SSRF relay), so only hosts named in Options.AllowedHosts
 // are accepted; with none configured, every destination is refused with an
 // error that says so. Validate applies the list at Schedule time and Send
-// again at delivery. The list matches host names as written in the URL, not
-// resolved addresses.
+// again at delivery. The list matches host names as written in the URL.
+//
+// # Addresses
+//
+// A name on the allow-list can still resolve to an address the operator never
+// meant to expose (a receiver's DNS re-bound to 127.0.0.1 between the check and
+// the dial, or to the cloud metadata endpoint 169.254.169.254). So the Sender's
+// dialer checks the address it is about to connect to, in its Control hook,
+// after resolution: loopback, private, link-local, unspecified, multicast,
+// reserved and cloud metadata addresses are refused unless Options.AllowedNets
+// covers them or Options.AllowedHosts names the IP itself. A refused dial is a
+// Reject outcome wrapping ErrAddressNotAllowed (an *AddressError): no byte is
+// sent to the address. Behind an HTTP proxy (HTTPS_PROXY and friends) the
+// address dialed is the proxy's, so the proxy must enforce its own egress
+// rules, and a proxy on a private address must be allowed in AllowedNets.
 package webhook

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -55,6 +56,10 @@ var (
 	ErrHostNotAllowed = errors.New("webhook: host not on the allow-list")
 	// ErrStatus: the receiver answered with a non-2xx status (see StatusError).
 	ErrStatus = errors.New("webhook: unsuccessful status")
+	// ErrAddressNotAllowed: a destination's host resolved to a loopback,
+	// private, link-local, metadata or other special address that the
+	// options do not allow (see AddressError).
+	ErrAddressNotAllowed = errors.New("webhook: address not allowed")
 )
 
 // Options configure a Sender. The zero value is valid but refuses every
@@ -66,7 +71,29 @@ type Options struct {
 	// one, any port matches), or a wildcard "*.example.com" matching any
 	// subdomain (not the apex). Matching is case-insensitive and on the name
 	// as written in the URL. Default: empty, which allows nothing.
+	//
+	// An IP entry also allows dialing that address (and port, if given)
+	// when it is special (see AllowedNets): naming it is an explicit choice.
 	AllowedHosts []string
+
+	// AllowedNets lists address ranges in CIDR form ("10.1.0.0/16",
+	// "127.0.0.1/32", "fd12::/64") that may be dialed although they are
+	// special. Every address a connection is about to reach is checked
+	// when it is dialed, after name resolution, so a host name that
+	// resolves (or is re-bound) to one of these is refused unless allowed:
+	// unspecified (0.0.0.0/8, ::), loopback (127.0.0.0/8, ::1), private
+	// (10/8, 172.16/12, 192.168/16, fc00::/7), shared CGNAT (100.64/10),
+	// link-local (169.254/16, fe80::/10), multicast, broadcast and
+	// reserved (240/4), IETF protocol assignments (192.0.0.0/24),
+	// benchmarking (198.18/15), site-local (fec0::/10), and cloud metadata endpoints
+	// (169.254.169.254, fd00:ec2::254, 100.100.100.200, 192.0.0.192).
+	// IPv4-mapped and NAT64 (64:ff9b::/96) IPv6 addresses are judged by the
+	// IPv4 address they carry. Default: empty, so only public addresses and
+	// IP entries of AllowedHosts are dialed.
+	AllowedNets []string
+
+	// Resolver looks up destination host names. Default net.DefaultResolver.
+	Resolver *net.Resolver
 
 	// Secrets sign requests: one v1 signature per secret, so receivers can
 	// switch secrets during a rotation. Default: none, and no signature
@@ -94,8 +121,9 @@ type Options struct {
 	TLSConfig *tls.Config
 
 	// RoundTripper replaces the pooled transport the Sender builds (for a
-	// proxy or instrumentation); TLSConfig and MaxConnsPerHost are then
-	// unused. Default: nil, build one.
+	// proxy or instrumentation); TLSConfig, MaxConnsPerHost, AllowedNets
+	// and Resolver are then unused, and so is the dial-time address check:
+	// the RoundTripper's dialer must do it. Default: nil, build one.
 	RoundTripper http.RoundTripper
 
 	// UserAgent is sent with every request. Default DefaultUserAgent.
@@ -170,6 +198,7 @@ func (p hostPattern) match(host, port string) bool {
 type Sender struct {
 	opts    Options
 	allow   []hostPattern
+	addrs   addrPolicy
 	client  *http.Client
 	own     *http.Transport // the transport we built, closed by Close; nil if supplied
 	closed  atomic.Bool
@@ -195,6 +224,14 @@ func New(opts Options) (*Sender, error) {
 		}
 		s.allow = append(s.allow, p)
 		s.allowed = append(s.allowed, h)
+		if a, err := netip.ParseAddr(p.host); err == nil && !p.wildcard {
+			s.addrs.addLiteral(a, p.port)
+		}
+	}
+	for _, n := range opts.AllowedNets {
+		if err := s.addrs.addNet(n); err != nil {
+			return nil, err
+		}
 	}
 	if len(s.allowed) == 0 {
 		s.allowed = []string{"none: Options.AllowedHosts is empty"}
@@ -202,8 +239,16 @@ func New(opts Options) (*Sender, error) {
 	rt := opts.RoundTripper
 	if rt == nil {
 		s.own = &http.Transport{
-			Proxy:                 http.ProxyFromEnvironment,
-			DialContext:           (&net.Dialer{Timeout: opts.Timeout, KeepAlive: 30 * time.Second}).DialContext,
+			Proxy: http.ProxyFromEnvironment,
+			DialContext: (&net.Dialer{
+				Timeout:   opts.Timeout,
+				KeepAlive: 30 * time.Second,
+				Resolver:  opts.Resolver,
+				// The address check runs here, on the address actually
+				// dialed: a check on the name, or on an earlier lookup, is
+				// open to DNS rebinding.
+				Control: s.addrs.control,
+			}).DialContext,
 			TLSClientConfig:       opts.TLSConfig,
 			TLSHandshakeTimeout:   opts.Timeout,
 			ForceAttemptHTTP2:     true,
@@ -322,6 +367,10 @@ func (s *Sender) deliver(ctx context.Context, e *transport.Envelope) transport.O
 
 	resp, err := s.client.Do(req)
 	if err != nil {
+		if errors.Is(err, ErrAddressNotAllowed) {
+			// Policy, not a network accident: retrying cannot help.
+			return transport.Reject(fmt.Errorf("webhook: POST %s (message %s): %w", redact(req.URL), e.ID, err))
+		}
 		if cerr := ctx.Err(); cerr != nil {
 			err = cerr
 		}
