@@ -389,7 +389,7 @@ func TestSummaryAndStats(t *testing.T) {
 	require.EqualValues(t, 2, stats["shards"])
 	require.EqualValues(t, 4, stats["counters"].(map[string]any)["scheduled"])
 	require.NotNil(t, stats["rates"], "Refresh took a sample")
-	require.Nil(t, stats["store"])
+	require.EqualValues(t, 4, stats["store"].(map[string]any)["pending"], "the memory store reports too")
 	require.Equal(t, true, stats["recovery"].(map[string]any)["ready"])
 }
 
@@ -398,7 +398,6 @@ func TestInfoHealthReady(t *testing.T) {
 	st, info := f.call("GET", "info", "")
 	require.Equal(t, http.StatusOK, st)
 	require.Equal(t, false, info["read_only"])
-	require.Equal(t, map[string]any{"key_search": false}, info["features"])
 	require.EqualValues(t, 7, info["max_batch"])
 	st, out := f.call("GET", "health", "")
 	require.Equal(t, http.StatusOK, st)
@@ -411,40 +410,31 @@ func TestInfoHealthReady(t *testing.T) {
 	require.Contains(t, out["allowed"], "GET api/v1/summary")
 }
 
-// keyEngine adds GetByKey to an engine, as the reworked engine will have
-// it, by listing: enough to show the handler uses it when it is there.
-type keyEngine struct{ admin.Engine }
-
-func (k keyEngine) GetByKey(ctx context.Context, key string) (engine.Info, error) {
-	page, _, err := k.List(ctx, engine.ListQuery{Limit: 10000})
-	if err != nil {
-		return engine.Info{}, err
-	}
-	for _, in := range page {
-		if in.Message.Key == key {
-			return in, nil
-		}
-	}
-	return engine.Info{}, engine.ErrNotFound
-}
-
 func TestKeySearch(t *testing.T) {
 	f := newFixture(t, admin.Options{})
-	f.schedule(`{"dest":"test://ok/a","in":"1m","key":"order-9"}`)
+	id := f.schedule(`{"dest":"test://ok/a","in":"1m","key":"order-9"}`)
 	st, out := f.call("GET", "messages?key=order-9", "")
-	require.Equal(t, http.StatusNotImplemented, st, "today's engine has no GetByKey")
-	require.Equal(t, "not_implemented", out["code"])
-
-	g := newFixture(t, admin.Options{}, func(e admin.Engine) admin.Engine { return keyEngine{e} })
-	id := g.schedule(`{"dest":"test://ok/a","in":"1m","key":"order-9"}`)
-	_, info := g.call("GET", "info", "")
-	require.Equal(t, map[string]any{"key_search": true}, info["features"])
-	st, out = g.call("GET", "messages?key=order-9", "")
 	require.Equal(t, http.StatusOK, st)
 	require.Len(t, out["messages"], 1)
 	require.Equal(t, id, out["messages"].([]any)[0].(map[string]any)["id"])
-	_, out = g.call("GET", "messages?key=order-10", "")
+	_, out = f.call("GET", "messages?key=order-10", "")
 	require.Empty(t, out["messages"])
+}
+
+// TestScheduleDuplicateKey: a key already scheduled answers with the
+// existing ID, marked duplicate, and schedules nothing new.
+func TestScheduleDuplicateKey(t *testing.T) {
+	f := newFixture(t, admin.Options{})
+	id := f.schedule(`{"dest":"test://ok/a","in":"1m","key":"order-9"}`)
+	st, out := f.call("POST", "messages", `{"dest":"test://ok/a","in":"2m","key":"order-9"}`)
+	require.Equal(t, http.StatusOK, st)
+	require.Equal(t, id, out["id"])
+	require.Equal(t, true, out["duplicate"])
+	st, out = f.call("POST", "messages", `{"messages":[{"dest":"test://ok/a","key":"order-9"},{"dest":"test://ok/a","key":"order-10"}]}`)
+	require.Equal(t, http.StatusCreated, st)
+	require.Equal(t, id, out["ids"].([]any)[0])
+	require.Equal(t, []any{float64(0)}, out["duplicates"])
+	require.EqualValues(t, 2, f.eng.Stats().Scheduled)
 }
 
 // TestRefusedStoresNothing: each bad request gets its 4xx, a JSON body that

@@ -21,11 +21,7 @@ type infoOut struct {
 	// ReadOnly: writes are refused for this request (Options.ReadOnly or
 	// WithReadOnly).
 	ReadOnly bool `json:"read_only"`
-	Features struct {
-		// KeySearch: the engine can find a message by idempotency key.
-		KeySearch bool `json:"key_search"`
-	} `json:"features"`
-	Mode           string  `json:"mode"` // "durable" or "memory"
+	Mode           string  `json:"mode"` // the store: "pebble" (durable) or "memory"
 	Shards         int     `json:"shards"`
 	RefreshSeconds float64 `json:"refresh_seconds"`
 	MaxBatch       int     `json:"max_batch"`
@@ -36,11 +32,7 @@ func (h *Handler) info(r *http.Request) (int, any, error) {
 	st := h.eng.Stats()
 	var out infoOut
 	out.ReadOnly = h.readOnly(r)
-	_, out.Features.KeySearch = h.eng.(KeyLookup)
-	out.Mode = "memory"
-	if st.Store != nil {
-		out.Mode = "durable"
-	}
+	out.Mode = st.Store.Kind
 	out.Shards = len(st.Pending)
 	out.RefreshSeconds = h.opts.RefreshInterval.Seconds()
 	out.MaxBatch, out.MaxBody = h.opts.MaxBatch, h.opts.MaxBody
@@ -63,7 +55,7 @@ func (h *Handler) ready(*http.Request) (int, any, error) {
 		return http.StatusServiceUnavailable, map[string]any{"ready": false, "reason": err.Error()}, nil
 	}
 	st := h.eng.Stats()
-	if st.Store != nil && st.Recovery.FullLoad == 0 {
+	if st.Recovery.FullLoad == 0 {
 		return http.StatusServiceUnavailable, map[string]any{"ready": false, "reason": "recovering: loading the first window from the store"}, nil
 	}
 	return http.StatusOK, map[string]any{"ready": true}, nil
@@ -129,7 +121,7 @@ type storeJS struct {
 // statsJSON is the one place that reads engine.Stats' layout.
 func statsJSON(st engine.Stats) statsOut {
 	out := statsOut{
-		Mode: "memory", Shards: len(st.Pending), PendingInRAM: st.Pending, StorePending: st.StorePending,
+		Shards: len(st.Pending), PendingInRAM: st.Pending, StorePending: st.StorePending,
 		InFlight: st.InFlight, DuplicatesEst: st.DuplicatesEstimate,
 		Counters: countersJS{
 			Scheduled: st.Scheduled, Fired: st.Fired, Delivered: st.Delivered, Retried: st.Retried,
@@ -140,13 +132,12 @@ func statsJSON(st engine.Stats) statsOut {
 			P99: st.Lateness.P99.Seconds(), Max: st.Lateness.Max.Seconds()},
 		Recovery: recoveryJS{StoreSeconds: st.Recovery.Store.Seconds(), PendingAtOpen: st.Recovery.Pending,
 			FirstFireSeconds: st.Recovery.FirstFire.Seconds(), FullLoadSeconds: st.Recovery.FullLoad.Seconds(),
-			Ready: st.Store == nil || st.Recovery.FullLoad > 0},
+			Ready: st.Recovery.FullLoad > 0},
 	}
-	if s := st.Store; s != nil {
-		out.Mode = "durable"
-		out.Store = &storeJS{DiskBytes: s.DiskBytes, Pending: s.PendingTotal, Dead: s.Dead, Batches: s.Batches, Records: s.Records,
-			Sync: latencyJS{Count: s.Sync.Count, P50: s.Sync.P50.Seconds(), P99: s.Sync.P99.Seconds(), Max: s.Sync.Max.Seconds()}}
-	}
+	s := st.Store
+	out.Mode = s.Kind
+	out.Store = &storeJS{DiskBytes: s.DiskBytes, Pending: s.PendingTotal, Dead: s.Dead, Batches: s.Commits, Records: s.Records,
+		Sync: latencyJS{Count: s.Sync.Count, P50: s.Sync.P50.Seconds(), P99: s.Sync.P99.Seconds(), Max: s.Sync.Max.Seconds()}}
 	return out
 }
 
@@ -232,13 +223,8 @@ func (h *Handler) byKey(r *http.Request, q url.Values) (int, any, error) {
 	if len(q) > 1 {
 		return 0, nil, invalid("key", "a key search takes no other parameter", "key alone")
 	}
-	kl, ok := h.eng.(KeyLookup)
-	if !ok {
-		return 0, nil, newAPIError(http.StatusNotImplemented, "not_implemented",
-			"search by idempotency key needs an engine with GetByKey; this one has none", "search by id, or list by destination prefix")
-	}
 	out := listOut{Messages: []messageOut{}}
-	in, err := kl.GetByKey(r.Context(), q.Get("key"))
+	in, err := h.eng.GetByKey(r.Context(), q.Get("key"))
 	if errors.Is(err, engine.ErrNotFound) {
 		return http.StatusOK, out, nil
 	}
@@ -456,6 +442,19 @@ func (h *Handler) schedule(r *http.Request) (int, any, error) {
 		}
 	}
 	ids, err := h.eng.ScheduleBatch(r.Context(), msgs)
+	var dup *engine.DuplicateError
+	if errors.As(err, &dup) {
+		// Idempotency keys already known: those places hold the existing
+		// IDs; everything else was scheduled.
+		status := http.StatusCreated
+		if len(dup.Index) == len(ids) {
+			status = http.StatusOK // nothing new
+		}
+		if !batch {
+			return status, map[string]any{"id": ids[0].String(), "duplicate": true}, nil
+		}
+		return status, map[string]any{"ids": idStrings(ids), "duplicates": dup.Index}, nil
+	}
 	if err != nil {
 		ae := fromEngine(err)
 		for _, id := range ids {
@@ -468,11 +467,15 @@ func (h *Handler) schedule(r *http.Request) (int, any, error) {
 	if !batch {
 		return http.StatusCreated, map[string]string{"id": ids[0].String()}, nil
 	}
+	return http.StatusCreated, map[string][]string{"ids": idStrings(ids)}, nil
+}
+
+func idStrings(ids []engine.ID) []string {
 	out := make([]string, len(ids))
 	for i, id := range ids {
 		out[i] = id.String()
 	}
-	return http.StatusCreated, map[string][]string{"ids": out}, nil
+	return out
 }
 
 func (h *Handler) cancel(r *http.Request) (int, any, error) {

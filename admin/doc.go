@@ -19,7 +19,7 @@
 // exception: a raw-body schedule). Times are RFC 3339, IDs the engine's
 // 13-character form, payloads standard base64.
 //
-//	GET    api/v1/info                      {"read_only", "features": {"key_search"}, "mode", "shards", "refresh_seconds", "max_batch", "max_body"}
+//	GET    api/v1/info                      {"read_only", "mode", "shards", "refresh_seconds", "max_batch", "max_body"}
 //	GET    api/v1/health                    200 {"status": "ok"} | 503 {"status": "failing", "error"}
 //	GET    api/v1/ready                     200 {"ready": true} | 503 {"ready": false, "reason"}
 //	GET    api/v1/stats                     live counters, rates, lateness, recovery, store

@@ -18,6 +18,8 @@ type Engine interface {
 	ScheduleBatch(ctx context.Context, msgs []engine.Message) ([]engine.ID, error)
 	// Get returns a pending, in-flight or dead message.
 	Get(ctx context.Context, id engine.ID) (engine.Info, error)
+	// GetByKey returns the message an idempotency key names.
+	GetByKey(ctx context.Context, key string) (engine.Info, error)
 	// Cancel removes a pending message.
 	Cancel(ctx context.Context, id engine.ID) error
 	// Reschedule moves a pending message to a new due time.
@@ -38,14 +40,6 @@ type Engine interface {
 	Stats() engine.Stats
 	// Err is the engine's sticky store failure, or nil: the health check.
 	Err() error
-}
-
-// KeyLookup is implemented by an engine that can find a message by its
-// idempotency key. The handler's key search uses it when the engine has it
-// and answers 501 Not Implemented otherwise (GET /api/v1/info says which).
-// Today's engine.Engine has no such call; the reworked one gains GetByKey.
-type KeyLookup interface {
-	GetByKey(ctx context.Context, key string) (engine.Info, error)
 }
 
 var _ Engine = (*engine.Engine)(nil)

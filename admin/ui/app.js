@@ -123,7 +123,6 @@
     info = await api('GET', 'info');
     $('ro-badge').hidden = !info.read_only;
     setText('mode-badge', info.mode + ' · ' + info.shards + ' shards');
-    $('search-key-label').hidden = !info.features.key_search;
     $('forget-token').hidden = !sessionStorage.getItem(TOKEN_KEY);
   }
 
@@ -193,11 +192,11 @@
     setText('lat-p99', fmtDur(l.p99_seconds));
     setText('lat-max', fmtDur(l.max_seconds));
     setText('lat-count', fmtNum(l.count));
-    setText('st-mode', st.mode === 'durable' ? 'durable (synced store)' : 'memory: nothing survives a restart');
+    setText('st-mode', st.mode === 'pebble' ? 'durable (Pebble, synced)' : 'memory: nothing survives a restart');
     setText('st-disk', st.store ? fmtBytes(st.store.disk_bytes) : '—');
     setText('st-sync', st.store ? fmtDur(st.store.sync.p50_seconds) + ' / ' + fmtDur(st.store.sync.p99_seconds) : '—');
     const rec = st.recovery;
-    setText('recovery', rec.ready ? 'done' + (st.mode === 'durable' ? ' (store opened in ' + fmtDur(rec.store_seconds) + ')' : '') : 'loading the first window…');
+    setText('recovery', rec.ready ? 'done' + (st.mode === 'pebble' ? ' (store opened in ' + fmtDur(rec.store_seconds) + ')' : '') : 'loading the first window…');
     setText('rec-pending', fmtNum(rec.pending_at_open));
     setText('rec-times', (rec.first_fire_seconds ? fmtDur(rec.first_fire_seconds) : '—') + ' / ' + (rec.full_load_seconds ? fmtDur(rec.full_load_seconds) : '—'));
   }

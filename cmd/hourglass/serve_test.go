@@ -386,7 +386,7 @@ func TestShutdownClosesTheStore(t *testing.T) {
 		return st == http.StatusOK
 	}, 20*time.Second, 5*time.Millisecond, "ready once every shard has loaded its window")
 	_, info := s.call(t, readToken, "GET", "api/v1/info", "")
-	require.Equal(t, "durable", info["mode"])
+	require.Equal(t, "pebble", info["mode"])
 	st, out := s.call(t, adminToken, "POST", "api/v1/messages", `{"dest":"https://hooks.example.test/x","in":"1h","key":"k-1"}`)
 	require.Equal(t, http.StatusCreated, st, "%v", out)
 	kept := out["id"].(string)
