@@ -20,7 +20,7 @@ import (
 type infoOut struct {
 	// ReadOnly: writes are refused for this request (Options.ReadOnly or
 	// WithReadOnly).
-	ReadOnly bool `json:"read_only"`
+	ReadOnly       bool    `json:"read_only"`
 	Mode           string  `json:"mode"` // the store: "pebble" (durable) or "memory"
 	Shards         int     `json:"shards"`
 	RefreshSeconds float64 `json:"refresh_seconds"`
