@@ -153,6 +153,7 @@ func (s *shard) flush() {
 
 // applyResult applies a dispatcher's outcomes for one batch.
 func (s *shard) applyResult(b *batch) {
+	now := s.reading()
 	for k, i := range b.idx {
 		it := s.item(i)
 		if it.state != stInFlight || it.m.ID != b.msgs[k].ID {
@@ -164,7 +165,7 @@ func (s *shard) applyResult(b *batch) {
 			it.m.Due, it.m.Attempt = r.due, r.attempt
 			it.state = stPending
 			if s.win.inside(store.PositionOf(&it.m)) {
-				it.h = s.w.Insert(s.monoOf(r.due), uint64(i))
+				it.h = s.w.Insert(now.monoOf(r.due), uint64(i))
 			} else {
 				s.win.nextDisk = min(s.win.nextDisk, r.due)
 				s.freeItem(i)

@@ -95,6 +95,10 @@ type shard struct {
 	readyTotal int
 	stopped    bool
 	refs       []uint64
+	// scanned is set when the loader scans, and cleared by intake: a fed
+	// message can already be in RAM only if a scan ran after its commit,
+	// that is, since the intake before the one that takes it.
+	scanned bool
 
 	win window
 }
@@ -304,11 +308,12 @@ func (s *shard) quiet() bool {
 func (s *shard) stop() {
 	s.stopped = true
 	n := 0
+	now := s.reading()
 	for _, q := range s.readyOrder {
 		for _, i := range q.idx[q.off:] {
 			it := s.item(i)
 			it.state = stPending
-			it.h = s.w.Insert(s.monoOf(it.m.Due), uint64(i))
+			it.h = s.w.Insert(now.monoOf(it.m.Due), uint64(i))
 			n++
 		}
 		delete(s.ready, q.d.name)
@@ -340,29 +345,35 @@ func (s *shard) intake() {
 	s.inbox = s.spare[:0]
 	s.inboxN.Store(0)
 	s.inboxMu.Unlock()
+	now := s.reading()
 	for k := range changes {
 		c := &changes[k]
 		for _, id := range c.Removed {
 			s.drop(id)
 		}
 		for j := range c.Added {
-			s.admit(&c.Added[j])
+			s.admit(&c.Added[j], now)
 		}
 	}
 	clear(changes)
 	s.spare = changes[:0]
+	s.scanned = false
 }
 
 // admit takes a message the store fed: into RAM if it falls inside the
 // loaded window, else left for the loader.
-func (s *shard) admit(m *store.Message) {
-	if _, ok := s.byID[m.ID]; ok {
-		return // a scan placed it already
+func (s *shard) admit(m *store.Message, now clockReading) {
+	if s.scanned {
+		if _, ok := s.byID[m.ID]; ok {
+			return // a scan placed it already
+		}
 	}
-	if _, ok := s.claims[m.ID]; ok {
-		return // a Cancel or Reschedule owns it; its release restores it
+	if len(s.claims) > 0 {
+		if _, ok := s.claims[m.ID]; ok {
+			return // a Cancel or Reschedule owns it; its release restores it
+		}
 	}
-	s.insert(*m)
+	s.insert(*m, now)
 }
 
 // drop forgets a message another process resolved (a shared store's
@@ -409,28 +420,36 @@ func (s *shard) freeItem(i int32) {
 	s.free = append(s.free, i)
 }
 
-// place puts message m into a new slot and the wheel.
-func (s *shard) place(m store.Message) {
+// place puts message m into a new slot and the wheel; now is s.now().
+func (s *shard) place(m store.Message, now clockReading) {
 	i := s.alloc()
 	it := s.item(i)
 	*it = item{m: m, state: stPending}
-	it.h = s.w.Insert(s.monoOf(m.Due), uint64(i))
+	it.h = s.w.Insert(now.monoOf(m.Due), uint64(i))
 	s.byID[m.ID] = i
 	s.live++
 	s.nlive.Store(int64(s.live))
 }
 
+// clockReading is one reading of the clock: wall-clock and monotonic
+// nanoseconds (see Engine.nowNs). Work on many messages reads it once.
+type clockReading struct{ wall, mono int64 }
+
+func (s *shard) reading() clockReading {
+	wall, mono := s.now()
+	return clockReading{wall, mono}
+}
+
 // monoOf converts a wall-clock due time into the wheel's monotonic
 // timeline (due times are at most store.MaxDue, so the sum cannot wrap).
-func (s *shard) monoOf(due int64) int64 {
-	wall, mono := s.now()
-	d := due - wall
+func (c clockReading) monoOf(due int64) int64 {
+	d := due - c.wall
 	if d <= 0 {
 		// Overdue: keep the order among overdue messages (the wheel returns
 		// them sorted), down to the start of the engine's timeline.
-		return max(0, mono+d)
+		return max(0, c.mono+d)
 	}
-	return store.SatAdd(mono, d)
+	return store.SatAdd(c.mono, d)
 }
 
 // claim takes c.id out of the wheel for a Cancel or Reschedule: found tells
@@ -471,7 +490,7 @@ func (s *shard) release(c cmd) {
 	waiters := s.claims[c.id]
 	delete(s.claims, c.id)
 	if c.restore {
-		s.insert(c.m)
+		s.insert(c.m, s.reading())
 	}
 	if len(waiters) > 0 {
 		next := waiters[0]

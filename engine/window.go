@@ -50,8 +50,8 @@ func (w *window) init() {
 func (w *window) inside(p store.Position) bool { return !w.front.Less(p) }
 
 // insert takes m into RAM if it is inside the window and RAM has room;
-// otherwise it stays in the store for the loader.
-func (s *shard) insert(m store.Message) {
+// otherwise it stays in the store for the loader. now is s.reading().
+func (s *shard) insert(m store.Message, now clockReading) {
 	p := store.PositionOf(&m)
 	if !s.win.inside(p) {
 		s.win.nextDisk = min(s.win.nextDisk, m.Due)
@@ -65,7 +65,7 @@ func (s *shard) insert(m store.Message) {
 		s.win.nextDisk = min(s.win.nextDisk, m.Due)
 		return
 	}
-	s.place(m)
+	s.place(m, now)
 }
 
 // horizon returns how far the window must reach at wall time wall.
@@ -106,6 +106,7 @@ func (s *shard) loadStep() bool {
 		w.page = minPage
 	}
 	limit := min(w.page, s.e.opts.MaxPending-s.live)
+	s.scanned = true
 	msgs, page, err := s.e.st.Scan(context.Background(), store.ScanQuery{
 		Shard: s.n, From: w.scanFrom, To: to, After: w.cursor, Limit: limit,
 	})
@@ -115,6 +116,7 @@ func (s *shard) loadStep() bool {
 		return false
 	}
 	overdue := 0
+	now := s.reading()
 	for k := range msgs {
 		m := &msgs[k]
 		if !w.loaded && m.Due < s.e.openWall {
@@ -126,7 +128,7 @@ func (s *shard) loadStep() bool {
 		if _, ok := s.claims[m.ID]; ok {
 			continue
 		}
-		s.place(*m)
+		s.place(*m, now)
 	}
 	s.e.cnt.loaded.Add(uint64(len(msgs)))
 	if overdue > 0 {
