@@ -121,12 +121,12 @@ type Store struct {
 }
 
 type shard struct {
-	n       int
-	base    uint64 // random: IDs' local bits are base + (gen<<slotBits | slot)
-	pages   [][]slot // the slab, in pages of pageSize so growth never copies
-	nslot   int32
-	free    []int32
-	live    int
+	n     int
+	base  uint64   // random: IDs' local bits are base + (gen<<slotBits | slot)
+	pages [][]slot // the slab, in pages of pageSize so growth never copies
+	nslot int32
+	free  []int32
+	live  int
 	// extra holds replayed dead letters, which keep IDs that may name a
 	// reused slot.
 	extra   map[store.ID]*store.Message
