@@ -142,8 +142,9 @@ type slot struct {
 }
 
 // bucket holds the IDs of messages due in [key*BucketWidth,
-// (key+1)*BucketWidth); some may be stale (resolved or moved), which live
-// tells apart.
+// (key+1)*BucketWidth); some may be stale (resolved or moved away), and a
+// message that moved away and back is listed twice: readers check each
+// entry against the message and skip repeats.
 type bucket struct {
 	ids  []store.ID
 	live int
@@ -380,10 +381,12 @@ func (sh *shard) unindex(m *store.Message) {
 		delete(sh.buckets, k)
 		sh.order.Delete(k)
 	case len(b.ids) > 64 && b.live < len(b.ids)/4:
-		// Mostly stale: keep the live ones only.
+		// Mostly stale: keep the live ones only, once each.
 		keep := b.ids[:0]
+		seen := make(map[store.ID]bool, b.live)
 		for _, x := range b.ids {
-			if p := sh.get(x); p != nil && p.Due/BucketWidth == k {
+			if p := sh.get(x); p != nil && p.Due/BucketWidth == k && !seen[x] {
+				seen[x] = true
 				keep = append(keep, x)
 			}
 		}
@@ -426,6 +429,10 @@ func (sh *shard) take(id store.ID) store.Message {
 // move changes a pending message's due time and attempt in place.
 func (sh *shard) move(id store.ID, due int64, attempt uint32) {
 	m := sh.get(id)
+	if due/BucketWidth == m.Due/BucketWidth {
+		m.Due, m.Attempt = due, attempt // its bucket entry still holds
+		return
+	}
 	sh.unindex(m)
 	m.Due, m.Attempt = due, attempt
 	sh.index(m)
@@ -606,7 +613,10 @@ func (s *Store) Scan(ctx context.Context, q store.ScanQuery) ([]store.Message, s
 			}
 			return 1
 		})
-		for _, m := range cands {
+		for j, m := range cands {
+			if j > 0 && cands[j-1].ID == m.ID {
+				continue // listed twice in the bucket
+			}
 			if len(out) == limit {
 				full = true
 				return false
