@@ -195,6 +195,47 @@ wait:
 	}
 }
 
+// Claim claims id on its shard for a change the store makes for another
+// process; release ends the claim, restoring m if it is still pending.
+func (o owner) Claim(ctx context.Context, id store.ID) (func(m *store.Message), error) {
+	s, err := o.e.shardOf(id)
+	if err != nil || s == nil {
+		return nil, fmt.Errorf("engine: claim %s: shard %d is not attached here", id, id.Shard())
+	}
+	ch := make(chan reply, 1)
+	select {
+	case s.cmds <- cmd{kind: cmdClaim, id: id, reply: ch}:
+	case <-s.done:
+		return nil, fmt.Errorf("engine: claim %s: %w", id, ErrClosed)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	var r reply
+	select {
+	case r = <-ch:
+	case <-s.done:
+		return nil, fmt.Errorf("engine: claim %s: %w", id, ErrClosed)
+	case <-ctx.Done():
+		// The claim may still be granted: release it when it is.
+		go func() {
+			if r := <-ch; r.err == nil {
+				o.e.restoreFromStore(s, id)
+			}
+		}()
+		return nil, ctx.Err()
+	}
+	if r.err != nil {
+		return nil, fmt.Errorf("engine: claim %s: %w: %w", id, store.ErrInFlight, r.err)
+	}
+	return func(m *store.Message) {
+		c := cmd{kind: cmdRelease, id: id}
+		if m != nil {
+			c.restore, c.m = true, *m
+		}
+		s.tell(c)
+	}, nil
+}
+
 // Feed queues a change for shard i's runtime; a shard not attached here
 // has nothing to update (it scans the store when it attaches).
 func (o owner) Feed(i int, c store.Change) {

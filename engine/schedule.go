@@ -353,6 +353,8 @@ func (e *Engine) storeErr(err error) error {
 		return fmt.Errorf("%w: %w", ErrNotFound, err)
 	case errors.Is(err, store.ErrClosed):
 		return fmt.Errorf("%w: %w", ErrClosed, err)
+	case errors.Is(err, store.ErrInFlight):
+		return fmt.Errorf("%w: %w", ErrInFlight, err)
 	}
 	return err
 }

@@ -83,6 +83,11 @@ func (o *Owner) Detach(_ context.Context, shard int) {
 	delete(o.attached, shard)
 }
 
+// Claim implements store.Owner: nothing is ever in flight here.
+func (o *Owner) Claim(context.Context, store.ID) (func(*store.Message), error) {
+	return func(*store.Message) {}, nil
+}
+
 // Feed implements store.Owner.
 func (o *Owner) Feed(shard int, c store.Change) {
 	o.mu.Lock()
