@@ -5,6 +5,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"slices"
+	"strings"
 
 	"github.com/hourglassmq/hourglass/wal"
 )
@@ -42,7 +45,38 @@ func runCheck(ctx context.Context, env *env, args []string) error {
 		return errInUse(dir, err)
 	}
 	if rep != nil && (err == nil || len(rep.Problems) > 0) {
-		fmt.Fprint(env.stdout, rep.String())
+		printCheck(env.stdout, rep)
 	}
 	return err
+}
+
+// printCheck prints what wal.Check found: the counts (when the meta record
+// could be read: without it the shard count and sequence are unknown) and
+// each problem on one line.
+func printCheck(w io.Writer, r *wal.CheckReport) {
+	closed := "no (recovered as after a crash)"
+	if r.CleanClose {
+		closed = "yes"
+	}
+	meta := !slices.ContainsFunc(r.Problems, func(p wal.Problem) bool { return p.Where == "meta" || p.Where == "sequence" })
+	if meta {
+		var pending int64
+		for _, n := range r.Pending {
+			pending += n
+		}
+		fmt.Fprintf(w, "store %s: %d shards, last sequence %d, closed cleanly: %s\n", r.Dir, r.Shards, r.LastSeq, closed)
+		fmt.Fprintf(w, "pending %d %v (%d in packed blocks, %d in the time keyspace), %d dead letters, %d idempotency keys\n",
+			pending, r.Pending, r.Blocks, r.Timed, r.Dead, r.Keys)
+	} else {
+		fmt.Fprintf(w, "store %s: closed cleanly: %s; shards and counts unknown: the meta record cannot be read\n", r.Dir, closed)
+	}
+	for _, p := range r.Problems {
+		fmt.Fprintf(w, "problem: %s\n", strings.Join(strings.Fields(p.String()), " "))
+	}
+	if r.Omitted > 0 {
+		fmt.Fprintf(w, "and %d more problems\n", r.Omitted)
+	}
+	if len(r.Problems) == 0 {
+		fmt.Fprintf(w, "no problems\n")
+	}
 }

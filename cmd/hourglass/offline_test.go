@@ -419,7 +419,7 @@ func TestOfflineCheck(t *testing.T) {
 	status, out, errs := hg(t, "check", "-dir", f.dir)
 	require.Equal(t, 0, status, errs)
 	require.Contains(t, out, "store "+f.dir+": 2 shards, last sequence ")
-	require.Contains(t, out, "pending [3 3] (")
+	require.Contains(t, out, ", closed cleanly: yes\npending 6 [3 3] (")
 	require.Contains(t, out, "2 dead letters, 2 idempotency keys\n")
 	require.True(t, strings.HasSuffix(out, "no problems\n"), out)
 
@@ -435,7 +435,10 @@ func TestOfflineCheck(t *testing.T) {
 	status, out, errs = hg(t, "check", "-dir", f.dir)
 	require.Equal(t, 1, status)
 	require.Contains(t, out, "problem: files: ")
-	require.Contains(t, out, filepath.Base(tables[0]))
+	require.Contains(t, out, filepath.Base(tables[0])+": changed since the clean close")
+	for _, l := range strings.Split(strings.TrimSuffix(out, "\n"), "\n")[1:] {
+		require.True(t, strings.HasPrefix(l, "pending ") || strings.HasPrefix(l, "problem: "), "one problem a line: %q", l)
+	}
 	require.Contains(t, errs, "hourglass check: wal: store "+f.dir+": check found ")
 	require.Contains(t, errs, "restore the directory from a backup")
 
