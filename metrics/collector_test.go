@@ -3,6 +3,9 @@ package metrics_test
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -140,4 +143,28 @@ func TestCombine(t *testing.T) {
 	require.Nil(t, c.Outcomes)
 	require.Nil(t, c.ShardAttached)
 	require.Nil(t, metrics.Combine().Retry)
+}
+
+// TestDocumented: every metric the Collector describes is named in the
+// package doc's list and in docs/operations.md.
+func TestDocumented(t *testing.T) {
+	pkgDoc, err := os.ReadFile("doc.go")
+	require.NoError(t, err)
+	ops, err := os.ReadFile(filepath.Join("..", "docs", "operations.md"))
+	require.NoError(t, err)
+	col, err := metrics.New(prometheus.NewRegistry(), metrics.Options{})
+	require.NoError(t, err)
+	ch := make(chan *prometheus.Desc, 100)
+	col.Describe(ch)
+	close(ch)
+	name := regexp.MustCompile(`fqName: "([a-z_0-9]+)"`)
+	n := 0
+	for d := range ch {
+		m := name.FindStringSubmatch(d.String())
+		require.NotNil(t, m, d.String())
+		n++
+		require.True(t, regexp.MustCompile(`\b`+m[1]+`\b`).Match(pkgDoc), "the package doc names %s", m[1])
+		require.True(t, regexp.MustCompile("`"+m[1]+"[`{]").Match(ops), "docs/operations.md names %s", m[1])
+	}
+	require.Equal(t, 35, n)
 }

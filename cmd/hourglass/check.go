@@ -17,8 +17,8 @@ const checkUsage = `usage: hourglass check [flags]
 Verifies a store's invariants offline, as bbolt check does (wal.Check): every
 file against the clean-close record, every key and record, and how the
 keyspaces agree. It prints the counts and every problem found, one a line,
-and exits 1 when there is any (0 when there is none). It writes nothing: it
-opens Pebble read-only.
+and exits 1 when there is any (0 when there is none). It changes nothing in
+the store: it opens Pebble read-only.
 
 The store must not be in use: stop the engine first (hourglass serve, or the
 service that embeds it). A running engine holds the store's lock, and check

@@ -479,3 +479,15 @@ func TestOfflineStoreInUse(t *testing.T) {
 	require.Equal(t, 0, status, errs)
 	require.Len(t, lines(t, out), 2, "the refused purge changed nothing")
 }
+
+// TestOperationsDocCommands: docs/operations.md describes every command.
+func TestOperationsDocCommands(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "operations.md"))
+	require.NoError(t, err)
+	for _, c := range commands() {
+		require.True(t, strings.Contains(string(doc), "`hourglass "+c.name), "docs/operations.md describes hourglass %s", c.name)
+	}
+	for _, sub := range []string{"list", "replay", "purge"} {
+		require.True(t, strings.Contains(string(doc), "`hourglass dlq "+sub), "docs/operations.md describes hourglass dlq %s", sub)
+	}
+}
