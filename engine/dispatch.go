@@ -33,6 +33,9 @@ type result struct {
 	err     error // the failure behind a retry or dead letter (events)
 }
 
+// notHanded marks a message of a batch that was not handed off.
+const notHanded = time.Duration(-1 << 63)
+
 // batch is up to MaxBatch due messages of one destination from one shard.
 type batch struct {
 	s     *shard
@@ -45,7 +48,7 @@ type batch struct {
 	// queues only; nil otherwise).
 	cascades [][]store.Message
 	// late[k] is message k's lateness at hand-off to its handler or
-	// transport.
+	// transport; notHanded when it was not handed off.
 	late []time.Duration
 }
 
@@ -98,6 +101,9 @@ func (e *Engine) deliver(b *batch, sc *scratch) {
 		b.late = make([]time.Duration, n)
 	}
 	b.res, b.late = b.res[:n], b.late[:n]
+	for k := range b.late {
+		b.late[k] = notHanded
+	}
 	wall := e.clock.Now().UnixNano()
 	live := 0
 	for k := range b.msgs {

@@ -226,7 +226,11 @@ func (e *Engine) report(b *batch) {
 	e.cnt.expired.Add(uint64(info.Expired))
 	e.cnt.nativeFired.Add(uint64(info.Native))
 	if f := e.ev.Outcomes; f != nil {
-		info.Lateness = b.late
+		for _, l := range b.late {
+			if l != notHanded {
+				info.Lateness = append(info.Lateness, l)
+			}
+		}
 		f(info)
 	}
 	select {

@@ -87,6 +87,8 @@ type shard struct {
 	byID   map[store.ID]int32
 	live   int
 	nlive  atomic.Int64 // live, for Stats (written by run only)
+	// frontDue is win.front.Due, for Stats (written by run only).
+	frontDue atomic.Int64
 	claims map[store.ID][]cmd
 	busy   atomic.Int64 // messages taken off the wheel, outcome not applied
 
@@ -120,6 +122,7 @@ func newShard(e *Engine, n int) *shard {
 		now:     e.nowNs,
 	}
 	s.win.init()
+	s.frontDue.Store(s.win.front.Due)
 	return s
 }
 

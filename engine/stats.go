@@ -111,6 +111,10 @@ type Stats struct {
 	EarlyCaught uint64
 	// Loaded counts messages paged in from the store.
 	Loaded uint64
+	// LoaderLag is, per attached shard, how far its window's loaded range
+	// falls short of now+Window (0 when it reaches it): while it is above
+	// zero, messages due in the gap may be in the store only.
+	LoaderLag []time.Duration
 	// NativeScheduled counts messages handed to a broker's native scheduler
 	// at Schedule time (Options.NativeMinLead); NativeFired counts those
 	// the engine resolved as fired by the broker (their due time came, or a
@@ -146,10 +150,16 @@ func (e *Engine) Stats() Stats {
 		NativeFired:     e.cnt.nativeFired.Load(),
 		Lateness:        e.cnt.lateness.summary(),
 	}
+	st.LoaderLag = make([]time.Duration, len(e.shards))
+	horizon := store.SatAdd(e.clock.Now().UnixNano(), int64(e.opts.Window))
 	for i := range e.shards {
 		if s := e.shards[i].Load(); s != nil {
 			st.Pending[i] = s.nlive.Load()
 			st.PendingTotal += st.Pending[i]
+			// Before its first page the window starts at Open.
+			if fd := max(s.frontDue.Load(), e.openWall); fd < horizon {
+				st.LoaderLag[i] = time.Duration(horizon - fd)
+			}
 		}
 	}
 	e.recMu.Lock()

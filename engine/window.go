@@ -61,6 +61,7 @@ func (s *shard) insert(m store.Message, now clockReading) {
 		// Full: pull the frontier back to just before m, so the loader
 		// brings m (and what follows) once RAM frees up.
 		s.win.front = store.Position{Due: m.Due, ID: m.ID - 1}
+		s.frontDue.Store(m.Due)
 		s.win.scanFrom, s.win.cursor = m.Due, s.win.front
 		s.win.nextDisk = min(s.win.nextDisk, m.Due)
 		return
@@ -155,6 +156,7 @@ func (s *shard) loadStep() bool {
 	w.page = min(2*w.page, maxPage)
 	w.cursor = page.Next
 	w.front = page.Next
+	s.frontDue.Store(w.front.Due)
 	return true
 }
 
@@ -166,6 +168,7 @@ func (s *shard) advanceFrontier(to int64) {
 	if to == math.MaxInt64 { // nothing is due later: all of it is loaded
 		w.front.Due = math.MaxInt64
 	}
+	s.frontDue.Store(w.front.Due)
 	if !w.loaded {
 		w.loaded = true
 		s.e.markLoaded()

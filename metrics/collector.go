@@ -51,7 +51,7 @@ type Collector struct {
 	dests map[string]*destCounters
 	other *destCounters
 
-	fired, delivered, retried, dead, expired, panics *prometheus.CounterVec
+	scheduled, cancelled, fired, delivered, retried, dead, expired, panics *prometheus.CounterVec
 
 	lateness       prometheus.Histogram
 	storeFailed    prometheus.Gauge
@@ -63,7 +63,7 @@ type Collector struct {
 
 // destCounters are one destination label's counters.
 type destCounters struct {
-	fired, delivered, retried, dead, expired, panics prometheus.Counter
+	scheduled, cancelled, fired, delivered, retried, dead, expired, panics prometheus.Counter
 }
 
 // New returns a Collector registered on reg. reg is required: the package
@@ -94,6 +94,8 @@ func New(reg prometheus.Registerer, opts Options) (*Collector, error) {
 	c := &Collector{
 		opts:      opts,
 		dests:     map[string]*destCounters{},
+		scheduled: counter("hourglass_messages_scheduled_total", "New messages stored by Schedule (idempotent repeats excluded), by destination label."),
+		cancelled: counter("hourglass_messages_cancelled_total", "Messages removed by Cancel, by destination label."),
 		fired:     counter("hourglass_messages_fired_total", "Messages handed to a transport or handler whose outcome was reported (delivered, retried, dead-lettered, expired or cancelled in flight), by destination label."),
 		delivered: counter("hourglass_messages_delivered_total", "Messages accepted by their transport or acked by their handler, by destination label."),
 		retried:   counter("hourglass_messages_retried_total", "Failed delivery attempts that will be retried, by destination label."),
@@ -102,7 +104,7 @@ func New(reg prometheus.Registerer, opts Options) (*Collector, error) {
 		panics:    counter("hourglass_handler_panics_total", "Local handler calls that panicked (each also a failed attempt), by destination label."),
 		lateness: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "hourglass_fire_lateness_seconds",
-			Help:    "Hand-off time minus due time of messages handed to a transport or handler (batches with expired or native messages are left out).",
+			Help:    "Hand-off time minus due time of messages handed to a transport or handler.",
 			Buckets: opts.LatenessBuckets,
 		}),
 		storeFailed:    gauge("hourglass_store_failed", "1 once the store has failed: the engine refuses work until it is reopened."),
@@ -120,6 +122,7 @@ func New(reg prometheus.Registerer, opts Options) (*Collector, error) {
 
 func (c *Collector) newDest(label string) *destCounters {
 	return &destCounters{
+		scheduled: c.scheduled.WithLabelValues(label), cancelled: c.cancelled.WithLabelValues(label),
 		fired: c.fired.WithLabelValues(label), delivered: c.delivered.WithLabelValues(label),
 		retried: c.retried.WithLabelValues(label), dead: c.dead.WithLabelValues(label),
 		expired: c.expired.WithLabelValues(label), panics: c.panics.WithLabelValues(label),
@@ -156,7 +159,13 @@ func (c *Collector) Watch(src Source) { c.src.Store(&src) }
 // engine.Options.Events, through Combine when there are others.
 func (c *Collector) Events() engine.Events {
 	return engine.Events{
-		Outcomes: c.outcomes,
+		Scheduled: func(s engine.ScheduledInfo) {
+			for dest, n := range s.ByDest {
+				c.dest(dest).scheduled.Add(float64(n))
+			}
+		},
+		Cancelled: func(x engine.CancelledInfo) { c.dest(x.Dest).cancelled.Inc() },
+		Outcomes:  c.outcomes,
 		HandlerPanic: func(p engine.PanicInfo) {
 			c.dest(p.Dest).panics.Inc()
 		},
@@ -183,19 +192,14 @@ func (c *Collector) outcomes(o engine.OutcomeInfo) {
 	d.retried.Add(float64(o.Retried))
 	d.dead.Add(float64(o.Dead))
 	d.expired.Add(float64(o.Expired))
-	// Only when every message of the batch was handed off does each slot
-	// of Lateness hold a lateness (see Caveats in the package doc).
-	if o.Expired == 0 && o.Native == 0 && len(o.Lateness) == fired {
-		for _, l := range o.Lateness {
-			c.lateness.Observe(l.Seconds())
-		}
+	for _, l := range o.Lateness {
+		c.lateness.Observe(l.Seconds())
 	}
 }
 
 // Descriptions of what Collect reads from Stats.
 var (
-	descScheduled       = desc("hourglass_messages_scheduled_total", "New messages stored by Schedule (all destinations).")
-	descCancelled       = desc("hourglass_messages_cancelled_total", "Messages removed by Cancel (all destinations).")
+	descLoaderLag       = desc("hourglass_window_loader_lag_seconds", "How far a shard's loaded window falls short of now+Window (0 when it reaches it), by shard.", "shard")
 	descEarlyCaught     = desc("hourglass_messages_early_caught_total", "Messages a wheel released before their wall-clock due time (the clock stepped back) that were held back.")
 	descNativeScheduled = desc("hourglass_messages_native_scheduled_total", "Messages handed to a broker's native scheduler at Schedule time.")
 	descNativeFired     = desc("hourglass_messages_native_fired_total", "Natively scheduled messages resolved as fired by their broker.")
@@ -224,7 +228,7 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 }
 
 func (c *Collector) own() []prometheus.Collector {
-	return []prometheus.Collector{c.fired, c.delivered, c.retried, c.dead, c.expired, c.panics,
+	return []prometheus.Collector{c.scheduled, c.cancelled, c.fired, c.delivered, c.retried, c.dead, c.expired, c.panics,
 		c.lateness, c.storeFailed, c.writeStalled, c.writeStalls, c.shardsAttached, c.recoveryDone}
 }
 
@@ -233,7 +237,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, m := range c.own() {
 		m.Describe(ch)
 	}
-	for _, d := range []*prometheus.Desc{descScheduled, descCancelled, descEarlyCaught, descNativeScheduled, descNativeFired,
+	for _, d := range []*prometheus.Desc{descLoaderLag, descEarlyCaught, descNativeScheduled, descNativeFired,
 		descPending, descStorePending, descDead, descInFlight, descLoaded, descDuplicates, descStoreInfo, descDisk,
 		descCommits, descRecords, descSyncs, descSyncP50, descSyncP99, descSyncMax,
 		descRecStore, descRecPending, descRecFirstFire, descRecFullLoad} {
@@ -258,9 +262,10 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
-	counter(descScheduled, st.Scheduled)
-	counter(descCancelled, st.Cancelled)
 	counter(descEarlyCaught, st.EarlyCaught)
+	for shard, lag := range st.LoaderLag {
+		gauge(descLoaderLag, lag.Seconds(), strconv.Itoa(shard))
+	}
 	counter(descNativeScheduled, st.NativeScheduled)
 	counter(descNativeFired, st.NativeFired)
 	for shard, n := range st.Pending {

@@ -24,6 +24,8 @@
 //
 // Counted from the events, per destination label (see below):
 //
+//	hourglass_messages_scheduled_total{dest}      new messages stored by Schedule (idempotent repeats excluded)
+//	hourglass_messages_cancelled_total{dest}      messages removed by Cancel
 //	hourglass_messages_fired_total{dest}          messages handed to a transport or handler whose outcome was reported:
 //	                                              delivered + retried + dead-lettered + expired + cancelled in flight
 //	hourglass_messages_delivered_total{dest}      accepted by the transport, or acked by the handler
@@ -31,7 +33,7 @@
 //	hourglass_messages_dead_lettered_total{dest}  moved to the dead letters
 //	hourglass_messages_expired_total{dest}        past their deliver-by time when due or when a retry would be
 //	hourglass_handler_panics_total{dest}          local handlers that panicked (each also counts as a failed attempt)
-//	hourglass_fire_lateness_seconds               histogram: hand-off time minus due time (see Caveats)
+//	hourglass_fire_lateness_seconds               histogram: hand-off time minus due time, per message handed off
 //	hourglass_store_failed                        1 once the store has failed (the engine refuses work until reopened)
 //	hourglass_store_write_stalled                 1 while the store's writes are stalled
 //	hourglass_store_write_stalls_total            stalls begun
@@ -40,8 +42,6 @@
 //
 // Read from Stats at each scrape (0 or absent before Watch):
 //
-//	hourglass_messages_scheduled_total            new messages stored by Schedule (not per destination: see Caveats)
-//	hourglass_messages_cancelled_total            messages removed by Cancel (not per destination)
 //	hourglass_messages_early_caught_total         released by a wheel before their wall-clock due time and held back
 //	hourglass_messages_native_scheduled_total     handed to a broker's native scheduler at Schedule time
 //	hourglass_messages_native_fired_total         of those, resolved as fired by the broker
@@ -50,6 +50,7 @@
 //	hourglass_dead_letters                        dead letters in the store
 //	hourglass_in_flight_messages                  taken off a wheel, outcome not yet applied
 //	hourglass_window_loaded_messages_total        messages the window loader paged in from the store
+//	hourglass_window_loader_lag_seconds{shard}    how far the loaded window falls short of now+Window (0: it reaches it)
 //	hourglass_duplicates_estimate                 upper bound of deliveries that may repeat one from before the last crash
 //	hourglass_store_info{kind}                    1, labelled with the store's kind ("pebble", "memory", ...)
 //	hourglass_store_disk_bytes                    the store's disk usage
@@ -77,18 +78,10 @@
 //
 // # Caveats
 //
-//   - Scheduled and cancelled counts have no destination label: the engine
-//     reports no event for Schedule or Cancel, only totals in Stats.
-//   - The window loader's lag is not exported: Stats says how many
-//     messages the loader paged in, not how far behind now+Window each
-//     shard's loaded frontier is.
 //   - Sync latency comes as three quantiles since the store was opened,
 //     not as a histogram: Stats gives no bucket counts.
-//   - Lateness is observed from each batch's OutcomeInfo.Lateness only when
-//     every message of the batch was handed off (no message expired before
-//     its hand-off and none was a native shadow): the engine reports a
-//     lateness slot for every message of a batch, and the slots of messages
-//     that were not handed off hold no lateness of theirs. So the
-//     histogram's count can be below hourglass_messages_fired_total.
+//   - The lateness histogram counts messages handed to a handler or
+//     transport; expired messages and native shadows were not, so its count
+//     can be below hourglass_messages_fired_total.
 //   - A retried message fires again: fired counts attempts, not messages.
 package metrics

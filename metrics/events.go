@@ -8,6 +8,8 @@ import "github.com/hourglassmq/hourglass/engine"
 // stays nil.
 func Combine(evs ...engine.Events) engine.Events {
 	return engine.Events{
+		Scheduled:     combine(evs, func(e engine.Events) func(engine.ScheduledInfo) { return e.Scheduled }),
+		Cancelled:     combine(evs, func(e engine.Events) func(engine.CancelledInfo) { return e.Cancelled }),
 		Outcomes:      combine(evs, func(e engine.Events) func(engine.OutcomeInfo) { return e.Outcomes }),
 		Retry:         combine(evs, func(e engine.Events) func(engine.RetryInfo) { return e.Retry }),
 		DeadLetter:    combine(evs, func(e engine.Events) func(engine.DeadLetterInfo) { return e.DeadLetter }),

@@ -155,7 +155,7 @@ hourglass_messages_expired_total{dest="other"} 0
 hourglass_handler_panics_total{dest="local://expiring"} 0
 hourglass_handler_panics_total{dest="local://jobs"} 1
 hourglass_handler_panics_total{dest="other"} 0
-# HELP hourglass_fire_lateness_seconds Hand-off time minus due time of messages handed to a transport or handler (batches with expired or native messages are left out).
+# HELP hourglass_fire_lateness_seconds Hand-off time minus due time of messages handed to a transport or handler.
 # TYPE hourglass_fire_lateness_seconds histogram
 hourglass_fire_lateness_seconds_bucket{le="0.001"} 2
 hourglass_fire_lateness_seconds_bucket{le="0.0025"} 2
@@ -178,12 +178,16 @@ hourglass_fire_lateness_seconds_bucket{le="3600"} 20
 hourglass_fire_lateness_seconds_bucket{le="+Inf"} 20
 hourglass_fire_lateness_seconds_sum 6
 hourglass_fire_lateness_seconds_count 20
-# HELP hourglass_messages_scheduled_total New messages stored by Schedule (all destinations).
+# HELP hourglass_messages_scheduled_total New messages stored by Schedule (idempotent repeats excluded), by destination label.
 # TYPE hourglass_messages_scheduled_total counter
-hourglass_messages_scheduled_total 14
-# HELP hourglass_messages_cancelled_total Messages removed by Cancel (all destinations).
+hourglass_messages_scheduled_total{dest="local://expiring"} 1
+hourglass_messages_scheduled_total{dest="local://jobs"} 13
+hourglass_messages_scheduled_total{dest="other"} 0
+# HELP hourglass_messages_cancelled_total Messages removed by Cancel, by destination label.
 # TYPE hourglass_messages_cancelled_total counter
-hourglass_messages_cancelled_total 1
+hourglass_messages_cancelled_total{dest="local://expiring"} 0
+hourglass_messages_cancelled_total{dest="local://jobs"} 1
+hourglass_messages_cancelled_total{dest="other"} 0
 # HELP hourglass_pending_messages Messages held in RAM (the loaded window), by shard.
 # TYPE hourglass_pending_messages gauge
 hourglass_pending_messages{shard="0"} 0

@@ -510,7 +510,7 @@ func TestMetricsThroughServe(t *testing.T) {
 	st, body = scrape(readToken)
 	require.Equal(t, http.StatusOK, st)
 	for _, want := range []string{
-		"hourglass_messages_scheduled_total 0\n",
+		`hourglass_messages_scheduled_total{dest="other"} 0` + "\n",
 		`hourglass_store_info{kind="memory"} 1` + "\n",
 		"hourglass_shards_attached ",
 		"go_goroutines ",
