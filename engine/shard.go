@@ -81,16 +81,16 @@ type shard struct {
 	inboxN  atomic.Int64   // len(inbox), read without the lock
 	spare   []store.Change
 
-	pages  [][]item // the slab, in pages of pageSize so growth never copies
-	nitem  int32
-	free   []int32
-	byID   map[store.ID]int32
-	live   int
-	nlive  atomic.Int64 // live, for Stats (written by run only)
+	pages [][]item // the slab, in pages of pageSize so growth never copies
+	nitem int32
+	free  []int32
+	byID  map[store.ID]int32
+	live  int
+	nlive atomic.Int64 // live, for Stats (written by run only)
 	// frontDue is win.front.Due, for Stats (written by run only).
 	frontDue atomic.Int64
-	claims map[store.ID][]cmd
-	busy   atomic.Int64 // messages taken off the wheel, outcome not applied
+	claims   map[store.ID][]cmd
+	busy     atomic.Int64 // messages taken off the wheel, outcome not applied
 
 	ready      map[string]*readyQ // by destination
 	readyOrder []*readyQ

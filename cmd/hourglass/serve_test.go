@@ -531,7 +531,7 @@ func TestMetricsThroughServe(t *testing.T) {
 		_, body = scrape(adminToken)
 		return strings.Contains(body, "hourglass_messages_delivered_total"+label+" 1\n")
 	}, 10*time.Second, 5*time.Millisecond, "the outcome is counted once committed")
-	require.Contains(t, body, "hourglass_messages_scheduled_total 1\n")
+	require.Contains(t, body, "hourglass_messages_scheduled_total"+label+" 1\n")
 	require.Contains(t, body, "hourglass_messages_fired_total"+label+" 1\n")
 	require.Contains(t, body, "hourglass_fire_lateness_seconds_count 1\n")
 }
