@@ -6,6 +6,8 @@ import (
 	"sync"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/hourglassmq/hourglass/store"
 )
 
 // appender writes appends of several messages, which may span partitions,
@@ -56,6 +58,8 @@ func (a *appender) write(ctx context.Context, recs []*kgo.Record) error {
 	select {
 	case <-c.done:
 		return c.err
+	case <-a.s.ctx.Done():
+		return fmt.Errorf("cluster: append: %w (the messages may still be written)", store.ErrClosed)
 	case <-ctx.Done():
 		return fmt.Errorf("cluster: append: %w (the messages may still be written)", ctx.Err())
 	}
@@ -110,7 +114,8 @@ func (a *appender) txn(recs []*kgo.Record) error {
 		}
 		a.cl = cl
 	}
-	ctx := s.ctx
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.TxnTimeout)
+	defer cancel()
 	cl := a.cl
 	if err := cl.BeginTransaction(); err != nil {
 		a.reset()

@@ -249,6 +249,9 @@ func (s *Store) fenceTxn(ctx context.Context, id string) error {
 // records with their offsets), in one transaction.
 func (o *ownership) txn(ctx context.Context, recs []*kgo.Record, more func() []*kgo.Record) error {
 	cl := o.prod
+	// Past TxnTimeout the broker aborts the transaction anyway.
+	ctx, cancelTxn := context.WithTimeout(ctx, o.s.cfg.TxnTimeout)
+	defer cancelTxn()
 	start := time.Now()
 	if err := cl.BeginTransaction(); err != nil {
 		return err
@@ -333,6 +336,10 @@ func (s *Store) restart(p *part, o *ownership, wait time.Duration) {
 // end ends the term; p.tmu is held.
 func (o *ownership) end(graceful bool) {
 	s, p := o.s, o.p
+	// The hand-over is bounded: past it, what is still being written is
+	// abandoned (the next owner redoes it).
+	bound := time.AfterFunc(2*s.cfg.DrainTimeout+s.cfg.TxnTimeout, o.cancel)
+	defer bound.Stop()
 	o.reqStop()
 	attached := false
 	select {

@@ -179,10 +179,9 @@ func (d *dec) message(m *store.Message) {
 			m.Headers[i].Value = d.str("header value", store.MaxHeaderLen)
 		}
 	}
-	m.Payload = d.bytes("payload", store.MaxPayloadLimit)
-	if m.Payload == nil && d.err == nil {
-		m.Payload = []byte{}
-	}
+	// A copy: the input may be Pebble's block memory, released when its
+	// iterator moves on.
+	m.Payload = append([]byte{}, d.bytes("payload", store.MaxPayloadLimit)...)
 }
 
 // msgValue is a decoded message record: pending, or dead with its reason.

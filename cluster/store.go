@@ -87,6 +87,7 @@ type part struct {
 
 	waitMu sync.Mutex
 	waitCh chan struct{} // closed and replaced each time applied moves
+	stop   <-chan struct{} // closed when the store closes
 
 	// own is the current ownership term here, nil when another node owns
 	// the partition.
@@ -109,6 +110,8 @@ func (p *part) waitApplied(ctx context.Context, off int64) error {
 		case <-ch:
 		case <-ctx.Done():
 			return fmt.Errorf("cluster: waiting for partition %d to apply offset %d (applied up to %d): %w", p.n, off, p.applied.Load()-1, ctx.Err())
+		case <-p.stop:
+			return fmt.Errorf("cluster: waiting for partition %d to apply offset %d: %w", p.n, off, store.ErrClosed)
 		}
 	}
 }
@@ -151,6 +154,7 @@ func open(ctx context.Context, cfg Kafka, env store.Env) (_ *Store, err error) {
 		return nil, err
 	}
 	s.idem, err = kgo.NewClient(append(s.clientOpts(), kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0),
+		kgo.RecordDeliveryTimeout(max(time.Second, cfg.RequestTimeout)),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()))...)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: new producer: %w", err)
@@ -258,7 +262,7 @@ func (s *Store) openIndex() error {
 	now := s.env.Now().UnixNano()
 	s.parts = make([]*part, s.nP)
 	for i := range s.parts {
-		p := &part{n: i, waitCh: make(chan struct{})}
+		p := &part{n: i, waitCh: make(chan struct{}), stop: s.ctx.Done()}
 		s.parts[i] = p
 		b, ok, err := get(db, ixMetaKey(i))
 		if err != nil {
@@ -329,7 +333,7 @@ func (s *Store) fail(err error) {
 // enter admits a call; leave ends it.
 func (s *Store) enter() error {
 	s.gate.RLock()
-	if s.closed {
+	if s.closed || s.closing.Load() {
 		s.gate.RUnlock()
 		return store.ErrClosed
 	}
@@ -395,24 +399,24 @@ func (s *Store) Start(ctx context.Context, o store.Owner) error {
 // deliveries in flight finish, within DrainTimeout), leaves the group and
 // closes its clients and index.
 func (s *Store) Close() error {
-	s.gate.Lock()
-	if s.closed {
-		s.gate.Unlock()
+	if s.closing.Swap(true) {
 		return store.ErrClosed
 	}
-	s.closed = true
-	s.gate.Unlock()
-	s.closing.Store(true)
-	// Hand over what is owned, all partitions at once.
+	// Hand over what is owned, all partitions at once (each bounded), then
+	// end every wait, so the calls still running return.
 	var wg sync.WaitGroup
 	for _, p := range s.parts {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.handOver(p, false)
+			s.handOver(p, true)
 		}()
 	}
 	wg.Wait()
+	s.cancel()
+	s.gate.Lock()
+	s.closed = true
+	s.gate.Unlock()
 	if s.group != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout)
 		if err := s.group.LeaveGroupContext(ctx); err != nil {

@@ -307,9 +307,12 @@ func (o *ownership) runBatch(q []*op) {
 		return
 	}
 	written := writtenOf(append(recs, more...))
+	// Committed. Wait until this node applied it (so the engine was fed and
+	// reads see it), unless the term ends first: then nobody here needs
+	// the feed, and the commit stands.
 	for p, off := range written {
-		if err := s.parts[p].waitApplied(s.ctx, off); err != nil {
-			break // closing
+		if err := s.parts[p].waitApplied(o.ctx, off); err != nil {
+			break
 		}
 	}
 	s.statMu.Lock()

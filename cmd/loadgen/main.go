@@ -74,6 +74,8 @@ func run(ctx context.Context, cfg config, out io.Writer) (*report, error) {
 	switch {
 	case cfg.child:
 		return nil, runChild(ctx, cfg)
+	case cfg.Cluster != "":
+		rep, err = runCluster(ctx, cfg, out)
 	case cfg.Crash > 0:
 		rep, err = runCrash(ctx, cfg, out)
 	case cfg.Replay != "":
