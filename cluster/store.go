@@ -86,7 +86,7 @@ type part struct {
 	dead     atomic.Int64
 
 	waitMu sync.Mutex
-	waitCh chan struct{} // closed and replaced each time applied moves
+	waitCh chan struct{}   // closed and replaced each time applied moves
 	stop   <-chan struct{} // closed when the store closes
 
 	// own is the current ownership term here, nil when another node owns
