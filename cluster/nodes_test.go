@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -380,7 +381,7 @@ func TestCrashFailover(t *testing.T) {
 		for _, s := range dead {
 			owned := false
 			for _, n := range c.nodes[:2] {
-				if _, ok := n.owns[s]; ok {
+				if slices.Contains(n.owned(), s) {
 					owned = true
 				}
 			}

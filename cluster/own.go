@@ -230,7 +230,11 @@ func (o *ownership) seat() error {
 	if err := o.txn(ctx, []*kgo.Record{rec}, nil); err != nil {
 		return fmt.Errorf("write the owner record: %w", err)
 	}
-	return p.waitApplied(ctx, rec.Offset)
+	// Bounded: a reader held back longer than any transaction may stay
+	// open is stuck; the take-over starts again.
+	wctx, cancel := context.WithTimeout(ctx, 2*s.cfg.TxnTimeout+s.cfg.SessionTimeout)
+	defer cancel()
+	return p.waitApplied(wctx, rec.Offset)
 }
 
 // fenceTxn bumps the epoch of transactional ID id, aborting its open
