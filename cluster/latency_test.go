@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -57,7 +58,7 @@ func TestCallLatency(t *testing.T) {
 	})
 	measure("Schedule with a key (owner elsewhere or here)", func(i int) {
 		m := msg()
-		m.Key = time.Now().String() + string(rune('a'+i))
+		m.Key = fmt.Sprintf("k-%d-%d", time.Now().UnixNano(), i)
 		_, err := a.e.Schedule(bg, m)
 		require.NoError(t, err)
 	})
