@@ -1,0 +1,41 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestClusterRun: -cluster 2 on an in-process Kafka: every acknowledged
+// message fires, none early, and the report has the cluster's keys.
+func TestClusterRun(t *testing.T) {
+	rep, cfg := short(t, "-cluster", "2", "-shards", "4", "-n", "3000", "-batch", "16")
+	checkClean(t, rep)
+	require.Len(t, rep.Nodes, 2)
+	require.Nil(t, rep.FailoverMs, "no node was killed")
+	b, err := os.ReadFile(cfg.JSON)
+	require.NoError(t, err)
+	var doc map[string]any
+	require.NoError(t, json.Unmarshal(b, &doc))
+	require.Contains(t, doc, "nodes")
+	for _, k := range []string{"lost", "early", "duplicates"} {
+		require.Contains(t, doc, k)
+	}
+}
+
+// TestClusterKillNode: -kill-node crashes a node mid-run; nothing is lost
+// or early and failover_ms is reported within session timeout + 4 s.
+func TestClusterKillNode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for a 6 s session timeout")
+	}
+	rep, _ := short(t, "-cluster", "3", "-shards", "6", "-kill-node", "500ms", "-duration", "2s", "-batch", "16")
+	require.Zero(t, rep.Lost, "lost")
+	require.Zero(t, rep.Early, "early")
+	require.NotNil(t, rep.FailoverMs)
+	require.Positive(t, *rep.FailoverMs)
+	require.Less(t, *rep.FailoverMs, float64((clusterSessionTimeout+4e9)/1e6))
+	require.True(t, rep.Nodes[2].Killed)
+}
