@@ -299,9 +299,11 @@ func (s *Store) remote(ctx context.Context, p int, rq *request) (answer, error) 
 	case <-s.ctx.Done():
 		return answer{}, store.ErrClosed
 	}
+	wctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
 	for q, off := range a.written {
 		if q >= 0 && q < s.nP {
-			if err := s.parts[q].waitApplied(ctx, off); err != nil {
+			if err := s.parts[q].waitApplied(wctx, off); err != nil {
 				return a, err
 			}
 		}

@@ -150,9 +150,13 @@ func (s *Store) appendPlain(ctx context.Context, msgs []store.Message) ([]store.
 	for i, r := range recs {
 		ids[i] = store.MakeID(int(r.Partition), uint64(r.Offset)+1)
 	}
+	// Bounded: a node cut off from the brokers cannot read its own writes
+	// back, and must not hold its callers (and its Close) forever.
+	wctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
 	for p, off := range writtenOf(recs) {
-		if err := s.parts[p].waitApplied(ctx, off); err != nil {
-			return nil, err
+		if err := s.parts[p].waitApplied(wctx, off); err != nil {
+			return nil, fmt.Errorf("cluster: append acknowledged by Kafka but not read back here: %w (the messages are written)", err)
 		}
 	}
 	return ids, nil

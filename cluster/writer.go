@@ -310,11 +310,13 @@ func (o *ownership) runBatch(q []*op) {
 	// Committed. Wait until this node applied it (so the engine was fed and
 	// reads see it), unless the term ends first: then nobody here needs
 	// the feed, and the commit stands.
+	wctx, cancel := context.WithTimeout(o.ctx, s.cfg.RequestTimeout)
 	for p, off := range written {
-		if err := s.parts[p].waitApplied(o.ctx, off); err != nil {
+		if err := s.parts[p].waitApplied(wctx, off); err != nil {
 			break
 		}
 	}
+	cancel()
 	s.statMu.Lock()
 	for _, op := range q {
 		if op.res.err == nil {
