@@ -388,7 +388,11 @@ func produceCluster(ctx context.Context, s *session, until time.Time, pick func(
 				}
 				n := pick(p)
 				t0 := time.Now()
-				_, err := n.eng.ScheduleBatch(ctx, msgs[:k])
+				// Bounded: a call to a node killed under it may not return
+				// on its own (see docs/design.md, cluster limits).
+				cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+				_, err := n.eng.ScheduleBatch(cctx, msgs[:k])
+				cancel()
 				lat := time.Since(t0)
 				s.sched.Add(k)
 				if err != nil {
