@@ -304,6 +304,14 @@ producing:
 	schedSecs := time.Since(s.start).Seconds()
 	if err == nil {
 		s.drain(ctx, out, 30*time.Second)
+		// drain stops when as many messages were delivered as were
+		// acknowledged; in a cluster a Schedule that failed on the killed
+		// node may still have been written, and its deliveries
+		// (unexpected) would stop it early: wait for the acknowledged ones.
+		deadline := time.Unix(0, s.maxDue.Load()).Add(30 * time.Second)
+		for missing(s.tr) > 0 && time.Now().Before(deadline) && ctx.Err() == nil {
+			time.Sleep(100 * time.Millisecond)
+		}
 	}
 	if ctx.Err() != nil {
 		closeAll()
@@ -424,4 +432,24 @@ func produceCluster(ctx context.Context, s *session, until time.Time, pick func(
 		})
 	}
 	return g.Wait()
+}
+
+// missing counts acknowledged messages not yet delivered (read only).
+func missing(t *tracker) int64 {
+	p := t.chunks.Load()
+	if p == nil {
+		return 0
+	}
+	var n int64
+	for _, c := range *p {
+		if c == nil {
+			continue
+		}
+		for i := range c {
+			if v := c[i].Load(); v&ackedBit != 0 && v&^ackedBit == 0 {
+				n++
+			}
+		}
+	}
+	return n
 }
