@@ -238,21 +238,6 @@ func (s *Store) ListDead(ctx context.Context, q store.DeadQuery) ([]store.DeadLe
 	return out, 0, it.Error()
 }
 
-// deadIDs returns the dead letters of partition p.
-func (s *Store) deadIDs(p int) ([]store.ID, error) {
-	pre := ixPrefix(ixDead, p)
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: pre, UpperBound: prefixEnd(pre)})
-	if err != nil {
-		return nil, err
-	}
-	defer it.Close()
-	var out []store.ID
-	for ok := it.First(); ok; ok = it.Next() {
-		out = append(out, store.ID(binary.BigEndian.Uint64(it.Key()[2:])))
-	}
-	return out, it.Error()
-}
-
 // Stats implements store.Store. Pending and Dead count every partition as
 // this node applied it; Commits, Records, DoneByReason and Sync count this
 // node's transactions.
