@@ -2,9 +2,11 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/hourglassmq/hourglass/store"
@@ -28,11 +30,20 @@ type appender struct {
 }
 
 type appendCall struct {
-	ctx  context.Context
-	recs []*kgo.Record
-	err  error
-	done chan struct{}
+	ctx     context.Context
+	recs    []*kgo.Record
+	err     error
+	done    chan struct{}
+	retried bool
 }
+
+// errAppendFenced: another client took this node's append transactional
+// ID, which aborted the transaction: nothing of it is written. A partition's
+// new owner does so when its index says this node last owned the partition
+// and did not hand it over; a node that has just started may read an owner
+// record older than the hand-over it has not applied yet, so a live node
+// can be fenced. Its calls then run once more in a new transaction.
+var errAppendFenced = errors.New("cluster: append producer fenced; nothing written")
 
 func newAppender(s *Store) *appender {
 	a := &appender{s: s}
@@ -93,9 +104,23 @@ func (a *appender) run() {
 			continue
 		}
 		err := a.txn(recs)
+		var again []*appendCall
 		for _, c := range live {
+			if errors.Is(err, errAppendFenced) && !c.retried && c.ctx.Err() == nil {
+				c.retried = true
+				for _, r := range c.recs {
+					r.Context = nil // else kgo keeps the first attempt's, ended now
+				}
+				again = append(again, c)
+				continue
+			}
 			c.err = err
 			close(c.done)
+		}
+		if len(again) > 0 {
+			a.mu.Lock()
+			a.queue = append(again, a.queue...)
+			a.mu.Unlock()
 		}
 	}
 }
@@ -121,17 +146,26 @@ func (a *appender) txn(recs []*kgo.Record) error {
 		a.reset()
 		return fmt.Errorf("cluster: append: begin transaction: %w", err)
 	}
-	err := cl.ProduceSync(ctx, recs...).FirstErr()
+	err := produce(ctx, cl, recs...)
 	if err == nil {
 		if err = cl.EndTransaction(ctx, kgo.TryCommit); err == nil {
 			return nil
 		}
 	}
-	if aerr := cl.AbortBufferedRecords(ctx); aerr == nil {
-		if cl.EndTransaction(ctx, kgo.TryAbort) == nil {
-			return fmt.Errorf("cluster: append (nothing written): %w", err)
+	if fenced(err) || errors.Is(err, kerr.InvalidTxnState) {
+		// Fenced, or the transaction was aborted under it: not written.
+		a.reset()
+		return fmt.Errorf("%w: %w", errAppendFenced, err)
+	}
+	if !errors.Is(err, errUnsure) && ctx.Err() == nil {
+		if aerr := cl.AbortBufferedRecords(ctx); aerr == nil {
+			if cl.EndTransaction(ctx, kgo.TryAbort) == nil {
+				return fmt.Errorf("cluster: append (nothing written): %w", err)
+			}
 		}
 	}
+	// The client's state is unknown (it may hold records it can neither
+	// send nor fail): a new one fences what this one left open.
 	a.reset()
 	return fmt.Errorf("cluster: append (the messages may still be written): %w", err)
 }

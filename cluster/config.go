@@ -32,7 +32,8 @@ const (
 	// middle of it: readers cannot pass its records until the broker
 	// aborts it (or the partition's next owner fences it).
 	DefaultTxnTimeout = 5 * time.Second
-	// DefaultRequestTimeout bounds a call carried to another node.
+	// DefaultRequestTimeout bounds a writing call's waits for Kafka,
+	// including one carried to another node.
 	DefaultRequestTimeout = 30 * time.Second
 	// DefaultDrainTimeout bounds how long a node finishes the deliveries in
 	// flight of a partition it hands over.
@@ -78,9 +79,13 @@ type Kafka struct {
 	// TxnTimeout is the transaction timeout of every producer. Keep it
 	// below SessionTimeout. Default DefaultTxnTimeout.
 	TxnTimeout time.Duration
-	// RequestTimeout bounds a call another node must carry out (a Cancel
-	// of a message of a partition owned elsewhere). Default
-	// DefaultRequestTimeout.
+	// RequestTimeout bounds each writing call (Append, Resolve and the
+	// dead-letter calls, so Schedule, Cancel, Reschedule...) in all: its
+	// produces, the answer of another node that must carry it out (a
+	// Cancel of a message of a partition owned elsewhere), and reading its
+	// own writes back. Past it the call fails and says whether its change
+	// may still be applied. A node cut off from the brokers is held no
+	// longer. Default DefaultRequestTimeout.
 	RequestTimeout time.Duration
 	// DrainTimeout bounds the hand-over of a partition: in-flight
 	// deliveries not done by then are abandoned (the next owner delivers

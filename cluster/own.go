@@ -261,11 +261,11 @@ func (o *ownership) txn(ctx context.Context, recs []*kgo.Record, more func() []*
 		return err
 	}
 	n := len(recs)
-	err := cl.ProduceSync(ctx, recs...).FirstErr()
+	err := produce(ctx, cl, recs...)
 	if err == nil && more != nil {
 		if rest := more(); len(rest) > 0 {
 			n += len(rest)
-			err = cl.ProduceSync(ctx, rest...).FirstErr()
+			err = produce(ctx, cl, rest...)
 		}
 	}
 	if err == nil {
@@ -279,10 +279,16 @@ func (o *ownership) txn(ctx context.Context, recs []*kgo.Record, more func() []*
 			return nil
 		}
 	}
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.s.cfg.TxnTimeout)
-	defer cancel()
-	if aerr := cl.AbortBufferedRecords(actx); aerr == nil {
-		_ = cl.EndTransaction(actx, kgo.TryAbort)
+	// Abort, so readers need not wait for the broker's timeout, unless the
+	// records' fate is unknown or ctx (within TxnTimeout of the start)
+	// ended: then the broker aborts it about now anyway. Every caller ends
+	// the term after a failed transaction and closes the producer; the
+	// next InitProducerID of the partition's transactional ID aborts
+	// whatever is still open.
+	if !errors.Is(err, errUnsure) && ctx.Err() == nil {
+		if aerr := cl.AbortBufferedRecords(ctx); aerr == nil {
+			_ = cl.EndTransaction(ctx, kgo.TryAbort)
+		}
 	}
 	return err
 }

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -270,7 +269,8 @@ func decodeAnswer(b []byte) (answer, error) {
 }
 
 // remote writes rq to partition p and waits for the owner's answer, then
-// until this node applied what the answer says was written.
+// until this node applied what the answer says was written; ctx bounds it
+// all (callCtx).
 func (s *Store) remote(ctx context.Context, p int, rq *request) (answer, error) {
 	var id [16]byte
 	_, _ = rand.Read(id[:])
@@ -284,26 +284,20 @@ func (s *Store) remote(ctx context.Context, p int, rq *request) (answer, error) 
 		s.ansMu.Unlock()
 	}()
 	rec := &kgo.Record{Topic: s.cfg.Topic, Partition: int32(p), Key: append([]byte{keyRequest}, id[:]...), Value: encodeRequest(rq)}
-	if err := s.idem.ProduceSync(ctx, rec).FirstErr(); err != nil {
+	if err := s.produceIdem(ctx, rec); err != nil {
 		return answer{}, fmt.Errorf("cluster: send a request to the owner of partition %d: %w", p, err)
 	}
-	timer := time.NewTimer(s.cfg.RequestTimeout)
-	defer timer.Stop()
 	var a answer
 	select {
 	case a = <-ch:
 	case <-ctx.Done():
-		return answer{}, fmt.Errorf("cluster: waiting for the owner of partition %d: %w (the change may still be applied)", p, ctx.Err())
-	case <-timer.C:
-		return answer{}, fmt.Errorf("cluster: no owner of partition %d answered within RequestTimeout %v; the change may still be applied when one takes it over: read it back", p, s.cfg.RequestTimeout)
+		return answer{}, fmt.Errorf("cluster: waiting for the owner of partition %d to answer (RequestTimeout %v): %w; the change may still be applied when an owner takes it: read it back", p, s.cfg.RequestTimeout, ctx.Err())
 	case <-s.ctx.Done():
 		return answer{}, store.ErrClosed
 	}
-	wctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
-	defer cancel()
 	for q, off := range a.written {
 		if q >= 0 && q < s.nP {
-			if err := s.parts[q].waitApplied(wctx, off); err != nil {
+			if err := s.parts[q].waitApplied(ctx, off); err != nil {
 				return a, err
 			}
 		}

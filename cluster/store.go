@@ -154,7 +154,7 @@ func open(ctx context.Context, cfg Kafka, env store.Env) (_ *Store, err error) {
 		return nil, err
 	}
 	s.idem, err = kgo.NewClient(append(s.clientOpts(), kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0),
-		kgo.RecordDeliveryTimeout(max(time.Second, cfg.RequestTimeout)),
+		kgo.RecordDeliveryTimeout(max(time.Second, cfg.RequestTimeout)), kgo.AllowIdempotentProduceCancellation(),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()))...)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: new producer: %w", err)
@@ -398,6 +398,12 @@ func (s *Store) Start(ctx context.Context, o store.Owner) error {
 // Close implements store.Store: the node hands its partitions over (their
 // deliveries in flight finish, within DrainTimeout), leaves the group and
 // closes its clients and index.
+//
+// Close is bounded even when the brokers cannot be reached: the hand-overs
+// (all partitions at once) take at most 2×DrainTimeout + TxnTimeout, leaving
+// the group at most min(DrainTimeout, SessionTimeout) (past the session
+// timeout the group has dropped this node anyway), and the calls still in
+// flight end when the hand-overs are done.
 func (s *Store) Close() error {
 	if s.closing.Swap(true) {
 		return store.ErrClosed
@@ -418,7 +424,7 @@ func (s *Store) Close() error {
 	s.closed = true
 	s.gate.Unlock()
 	if s.group != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), min(s.cfg.DrainTimeout, s.cfg.SessionTimeout))
 		if err := s.group.LeaveGroupContext(ctx); err != nil {
 			s.log.Warn("cluster: leave group", "err", err)
 		}

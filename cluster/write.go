@@ -15,7 +15,17 @@ import (
 // The store's writing calls. Each decides where its work is done: by this
 // node's partition writer when this node owns the partition, else by the
 // owner through a request record; new messages without an idempotency key
-// are produced directly by whichever node is called.
+// are produced directly by whichever node is called. Each call waits for
+// Kafka (produces, the owner's answer, reading its own writes back) at
+// most RequestTimeout in all: see callCtx.
+
+// callCtx bounds a writing call's waits: RequestTimeout in all, whatever
+// the caller's ctx (the engine runs store calls on contexts that do not
+// end, and its Close waits for the calls in flight). Past it the call
+// fails, saying whether its change may still be applied.
+func (s *Store) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.cfg.RequestTimeout)
+}
 
 // Append implements store.Store. Messages without a key are produced by
 // this node: one message with the idempotent producer, several in one
@@ -37,6 +47,8 @@ func (s *Store) Append(ctx context.Context, msgs []store.Message) ([]store.Appen
 	if err := store.ValidateNew("append", msgs, s.nP, s.env.MaxPayload); err != nil {
 		return nil, err
 	}
+	ctx, cancel := s.callCtx(ctx)
+	defer cancel()
 	return s.appendNew(ctx, msgs)
 }
 
@@ -140,7 +152,7 @@ func (s *Store) appendPlain(ctx context.Context, msgs []store.Message) ([]store.
 		recs[i] = s.newRecord(&msgs[i])
 	}
 	if len(recs) == 1 {
-		if err := s.idem.ProduceSync(ctx, recs[0]).FirstErr(); err != nil {
+		if err := s.produceIdem(ctx, recs[0]); err != nil {
 			return nil, fmt.Errorf("cluster: append to partition %d: %w", recs[0].Partition, err)
 		}
 	} else if err := s.app.write(ctx, recs); err != nil {
@@ -150,12 +162,10 @@ func (s *Store) appendPlain(ctx context.Context, msgs []store.Message) ([]store.
 	for i, r := range recs {
 		ids[i] = store.MakeID(int(r.Partition), uint64(r.Offset)+1)
 	}
-	// Bounded: a node cut off from the brokers cannot read its own writes
-	// back, and must not hold its callers (and its Close) forever.
-	wctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
-	defer cancel()
+	// ctx is bounded (callCtx): a node cut off from the brokers cannot read
+	// its own writes back, and must not hold its callers (and its Close).
 	for p, off := range writtenOf(recs) {
-		if err := s.parts[p].waitApplied(wctx, off); err != nil {
+		if err := s.parts[p].waitApplied(ctx, off); err != nil {
 			return nil, fmt.Errorf("cluster: append acknowledged by Kafka but not read back here: %w (the messages are written)", err)
 		}
 	}
@@ -199,6 +209,8 @@ func (s *Store) Resolve(ctx context.Context, b store.Batch) ([]store.Appended, e
 	if len(bad) > 0 {
 		return nil, &store.NotPendingError{IDs: bad}
 	}
+	ctx, cancel := s.callCtx(ctx)
+	defer cancel()
 	switch len(parts) {
 	case 0:
 		if len(b.New) == 0 {
@@ -414,6 +426,8 @@ func (s *Store) ReplayDead(ctx context.Context, ids []store.ID, due int64) error
 	if len(ids) > store.MaxCallMessages {
 		return store.Invalidf("replay: %d ids, more than %d in one call", len(ids), store.MaxCallMessages)
 	}
+	ctx, cancel := s.callCtx(ctx)
+	defer cancel()
 	_, err := s.deadOp(ctx, ids, func(ids []store.ID) (*op, *request) {
 		return &op{kind: opReplay, ids: ids, due: due}, &request{kind: reqReplay, ids: ids, due: due}
 	})
@@ -429,6 +443,8 @@ func (s *Store) PurgeDead(ctx context.Context, ids []store.ID) (int, error) {
 	if len(ids) > store.MaxCallMessages {
 		return 0, store.Invalidf("purge: %d ids, more than %d in one call", len(ids), store.MaxCallMessages)
 	}
+	ctx, cancel := s.callCtx(ctx)
+	defer cancel()
 	n, err := s.deadOp(ctx, ids, func(ids []store.ID) (*op, *request) {
 		return &op{kind: opPurge, ids: ids}, &request{kind: reqPurge, ids: ids}
 	})
@@ -445,6 +461,8 @@ func (s *Store) PurgeAllDead(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	defer s.leave()
+	ctx, cancel := s.callCtx(ctx)
+	defer cancel()
 	total := 0
 	for p := range s.parts {
 		if s.parts[p].dead.Load() == 0 {
