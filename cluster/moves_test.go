@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -27,14 +28,21 @@ func TestCancelAndRescheduleFromNonOwner(t *testing.T) {
 	// Messages owned by b, called on a.
 	cancelled := c.scheduleOn(bg, a, b, time.Minute)
 	require.NoError(t, a.e.Cancel(bg, cancelled))
-	_, err := b.e.Get(bg, cancelled)
-	require.ErrorIs(t, err, engine.ErrNotFound, "the owner no longer has it")
+	_, err := a.e.Get(bg, cancelled)
+	require.ErrorIs(t, err, engine.ErrNotFound, "the calling node reads its own write")
+	// The owner's engine drops its claim on the message right after it
+	// committed the answer, which the caller may read first.
+	waitFor(t, 10*time.Second, "the owner to drop the cancelled message", func() bool {
+		_, err := b.e.Get(bg, cancelled)
+		return errors.Is(err, engine.ErrNotFound)
+	})
 	require.ErrorIs(t, a.e.Cancel(bg, cancelled), engine.ErrNotFound, "a second cancel did not take effect")
 
 	moved := c.scheduleOn(bg, a, b, time.Hour)
-	due := time.Now().Add(300 * time.Millisecond)
+	due := time.Now().Add(time.Second)
+	c.b.reschedule(c.b.seq.Load(), due) // moved's: its payload says an hour
 	require.NoError(t, a.e.Reschedule(bg, moved, due))
-	in, err := b.e.Get(bg, moved)
+	in, err := a.e.Get(bg, moved)
 	require.NoError(t, err)
 	require.Equal(t, due.UnixNano(), in.Message.Due.UnixNano())
 
@@ -185,6 +193,7 @@ func TestGracefulLeaveAndJoinUnderLoad(t *testing.T) {
 	waitFor(t, 20*time.Second, "the partitions to settle", c.settled(6))
 	stop := make(chan struct{})
 	done := make(chan struct{})
+	first := c.nodes[0]
 	go func() {
 		defer close(done)
 		for {
@@ -193,7 +202,7 @@ func TestGracefulLeaveAndJoinUnderLoad(t *testing.T) {
 				return
 			default:
 			}
-			c.schedule(bg, c.nodes[0], 20, 0, 500*time.Millisecond)
+			c.schedule(bg, first, 20, 0, 500*time.Millisecond)
 			time.Sleep(20 * time.Millisecond)
 		}
 	}()

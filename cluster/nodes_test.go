@@ -65,10 +65,11 @@ type book struct {
 	lastFire  map[int]time.Time // shard → last delivery
 	seq       atomic.Uint64
 	cancelled uint64
+	moved     map[uint64]int64 // seq → due set by a Reschedule
 }
 
 func newBook() *book {
-	return &book{acked: map[uint64]int64{}, delivered: map[uint64]int{}, byNode: map[int]int{}, lastFire: map[int]time.Time{}}
+	return &book{acked: map[uint64]int64{}, delivered: map[uint64]int{}, byNode: map[int]int{}, lastFire: map[int]time.Time{}, moved: map[uint64]int64{}}
 }
 
 func payload(seq uint64, due time.Time) []byte {
@@ -84,6 +85,9 @@ func (b *book) deliver(node int, d *engine.Delivery) {
 	due := int64(binary.LittleEndian.Uint64(d.Payload[8:]))
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if d, ok := b.moved[seq]; ok {
+		due = d
+	}
 	if now.UnixNano() < due {
 		b.early++
 	}
@@ -100,6 +104,13 @@ func (b *book) unack(seq uint64) {
 	b.mu.Lock()
 	delete(b.acked, seq)
 	b.cancelled = seq
+	b.mu.Unlock()
+}
+
+// reschedule records seq's new due time, before the Reschedule call.
+func (b *book) reschedule(seq uint64, due time.Time) {
+	b.mu.Lock()
+	b.moved[seq] = due.UnixNano()
 	b.mu.Unlock()
 }
 
@@ -327,6 +338,7 @@ func (c *clusterT) crash(n *node) (at time.Time, wait func()) {
 	go func() {
 		defer close(done)
 		_ = e.Close()
+		c.t.Logf("the crashed node closed in %v", time.Since(at))
 	}()
 	return at, func() { <-done }
 }
