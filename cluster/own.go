@@ -50,7 +50,12 @@ type ownership struct {
 	prod   *kgo.Client
 	ready  chan struct{} // closed once attached
 	failed chan struct{} // closed if the take-over failed
-	wg     sync.WaitGroup
+	// retried is closed after a failed take-over once it is known
+	// whether a new term follows: next, or nil (the partition is not
+	// assigned here any more, or the store is closing).
+	retried chan struct{}
+	next    *ownership
+	wg      sync.WaitGroup
 
 	mu        sync.Mutex // guards the writer's queue
 	accepting bool
@@ -99,11 +104,18 @@ func (s *Store) onAssigned(_ context.Context, _ *kgo.Client, m map[string][]int3
 		}
 	}
 	go func() {
+		// Start returns once these are attached: a take-over that fails is
+		// retried (restart), and its next term is waited for.
 		for _, o := range owns {
-			select {
-			case <-o.ready:
-			case <-o.failed:
-			case <-s.ctx.Done():
+			for o != nil {
+				select {
+				case <-o.ready:
+					o = nil
+				case <-o.retried:
+					o = o.next
+				case <-s.ctx.Done():
+					return
+				}
 			}
 		}
 		s.startOnce.Do(func() { close(s.started) })
@@ -149,7 +161,7 @@ func (s *Store) takeOver(p *part) *ownership {
 		return o
 	}
 	o := &ownership{
-		s: s, p: p, ready: make(chan struct{}), failed: make(chan struct{}), accepting: true,
+		s: s, p: p, ready: make(chan struct{}), failed: make(chan struct{}), retried: make(chan struct{}), accepting: true,
 		wake: make(chan struct{}, 1), writerOut: make(chan struct{}),
 		reqWake: make(chan struct{}, 1), reqDone: make(chan struct{}), staged: map[store.ID]*kgo.Record{},
 	}
@@ -174,6 +186,8 @@ func (o *ownership) run() {
 		if o.ctx.Err() == nil {
 			s.log.Warn("cluster: take over partition failed; retrying", "partition", p.n, "err", err)
 			go s.restart(p, o, time.Second)
+		} else {
+			close(o.retried)
 		}
 		close(o.failed)
 		o.failAll(errMoved)
@@ -326,6 +340,7 @@ func (s *Store) lose(p *part, o *ownership) {
 // group still gives it to this node: after a failed transaction, whose
 // outcome may be unknown, the engine rescans p from the index.
 func (s *Store) restart(p *part, o *ownership, wait time.Duration) {
+	defer close(o.retried)
 	s.lose(p, o)
 	select {
 	case <-time.After(wait):
@@ -339,7 +354,7 @@ func (s *Store) restart(p *part, o *ownership, wait time.Duration) {
 	mine := s.assigned[p.n]
 	s.assignMu.Unlock()
 	if mine {
-		s.takeOver(p)
+		o.next = s.takeOver(p)
 	}
 }
 
