@@ -85,7 +85,9 @@ type Kafka struct {
 	// Cancel of a message of a partition owned elsewhere), and reading its
 	// own writes back. Past it the call fails and says whether its change
 	// may still be applied. A node cut off from the brokers is held no
-	// longer. Default DefaultRequestTimeout.
+	// longer; as the engine's Close waits for its calls in flight, it is
+	// part of that Close's bound (see Store.Close). Default
+	// DefaultRequestTimeout.
 	RequestTimeout time.Duration
 	// DrainTimeout bounds the hand-over of a partition: in-flight
 	// deliveries not done by then are abandoned (the next owner delivers

@@ -403,7 +403,11 @@ func (s *Store) Start(ctx context.Context, o store.Owner) error {
 // (all partitions at once) take at most 2×DrainTimeout + TxnTimeout, leaving
 // the group at most min(DrainTimeout, SessionTimeout) (past the session
 // timeout the group has dropped this node anyway), and the calls still in
-// flight end when the hand-overs are done.
+// flight end when the hand-overs are done. The engine calls Close only
+// after its own calls in flight returned, each within RequestTimeout: so
+// an engine's Close on a node cut off from the brokers takes at most
+// RequestTimeout + 2×DrainTimeout + TxnTimeout + min(DrainTimeout,
+// SessionTimeout).
 func (s *Store) Close() error {
 	if s.closing.Swap(true) {
 		return store.ErrClosed
