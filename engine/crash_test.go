@@ -81,7 +81,10 @@ func crashChild() {
 		select {} // fire what is due until killed
 	}
 	if drain {
-		for {
+		// Everything is due by now; give it two minutes at most, so a
+		// stuck engine fails the test instead of running on.
+		deadline := time.Now().Add(2 * time.Minute)
+		for time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
 			if st := e.Stats(); st.StorePending == 0 && st.InFlight == 0 {
 				_ = e.Shutdown(context.Background())
@@ -89,6 +92,10 @@ func crashChild() {
 				os.Exit(0)
 			}
 		}
+		st := e.Stats()
+		fmt.Fprintf(os.Stderr, "child drain: still %d pending in the store, %d in flight, %d in RAM, lag %v after 2 minutes\n",
+			st.StorePending, st.InFlight, st.PendingTotal, st.LoaderLag)
+		os.Exit(4)
 	}
 	var wg sync.WaitGroup
 	for g := range 4 {
@@ -130,7 +137,11 @@ type crashLog struct {
 
 func runCrashChild(t *testing.T, dir string, round int, mode string, killAfter time.Duration, log *crashLog) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	// The child dies with the test: no child outlives a failed or timed-out
+	// parent.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), crashChildEnv+"="+mode, crashDirEnv+"="+dir, crashRoundEnv+"="+strconv.Itoa(round))
 	cmd.Stderr = os.Stderr
 	stdout, err := cmd.StdoutPipe()
