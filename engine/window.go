@@ -66,7 +66,7 @@ func (s *shard) insert(m store.Message, now clockReading) {
 		s.win.nextDisk = min(s.win.nextDisk, m.Due)
 		return
 	}
-	s.place(m, now)
+	s.place(&m, now)
 }
 
 // horizon returns how far the window must reach at wall time wall.
@@ -123,13 +123,13 @@ func (s *shard) loadStep() bool {
 		if !w.loaded && m.Due < s.e.openWall {
 			overdue++
 		}
-		if _, ok := s.byID[m.ID]; ok {
+		if _, ok := s.find(m.ID); ok {
 			continue
 		}
 		if _, ok := s.claims[m.ID]; ok {
 			continue
 		}
-		s.place(*m, now)
+		s.place(m, now)
 	}
 	s.e.cnt.loaded.Add(uint64(len(msgs)))
 	if overdue > 0 {
