@@ -79,6 +79,34 @@ func TestDurableRunWritesTheJSONContract(t *testing.T) {
 	require.NotContains(t, doc, "recovery", "recovery is reported by -crash and -replay only")
 }
 
+// TestFindRateReportsTheSustainableRate runs a tiny search: every step is
+// reported, the rate found is one that passed, and the JSON carries it.
+func TestFindRateReportsTheSustainableRate(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "r.json")
+	cfg, err := parseFlags([]string{"-find-rate", "-mem", "-rate", "1000", "-max-rate", "4000", "-step", "300ms",
+		"-duration", "500ms", "-producers", "4", "-delay", "uniform:0s-100ms", "-json", out})
+	require.NoError(t, err)
+	rep, err := run(context.Background(), cfg, io.Discard)
+	require.NoError(t, err)
+	require.Zero(t, rep.Lost)
+	require.Zero(t, rep.Early)
+	require.GreaterOrEqual(t, len(rep.Steps), 2)
+	require.NotNil(t, rep.SustainableRate)
+	if *rep.SustainableRate > 0 {
+		passed := false
+		for _, s := range rep.Steps {
+			passed = passed || (s.Pass && s.Rate == *rep.SustainableRate && s.Seconds == 0.5)
+		}
+		require.True(t, passed, "the sustainable rate is one a confirming run passed: %+v", rep.Steps)
+	}
+	b, err := os.ReadFile(out)
+	require.NoError(t, err)
+	var doc map[string]any
+	require.NoError(t, json.Unmarshal(b, &doc))
+	require.Contains(t, doc, "steps")
+	require.Contains(t, doc, "sustainable_rate")
+}
+
 func keys(v any) []string {
 	var out []string
 	for k := range v.(map[string]any) {
