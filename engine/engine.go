@@ -78,8 +78,10 @@ type Engine struct {
 	batchPool sync.Pool
 
 	// busy counts messages taken off a wheel whose outcome is not yet
-	// applied; progress is signalled whenever it drops.
+	// applied; progress is signalled whenever it drops, and epoch counts
+	// the drops (WaitIdle's proof that nothing finished while it looked).
 	busy     atomic.Int64
+	epoch    atomic.Uint64
 	progress chan struct{}
 
 	cnt      counters
@@ -319,6 +321,7 @@ func (e *Engine) busyDone(n int) {
 		return
 	}
 	e.busy.Add(-int64(n))
+	e.epoch.Add(1)
 	select {
 	case e.progress <- struct{}{}:
 	default:
@@ -435,15 +438,18 @@ func (e *Engine) WaitIdle(ctx context.Context) error {
 	}
 	defer e.leave()
 	for {
-		quiet := e.barrier()
+		// Quiet means: no message in flight, every shard quiet when its
+		// barrier ran, and nothing finished meanwhile (a delivery that
+		// finished could have cascaded to a shard already passed).
+		ep := e.epoch.Load()
 		if e.busy.Load() == 0 {
-			if quiet {
+			if e.barrier() && e.busy.Load() == 0 && e.epoch.Load() == ep {
 				return nil
 			}
 			if err := ctx.Err(); err != nil {
 				return fmt.Errorf("engine: wait idle: %w", err)
 			}
-			continue // the barrier did work: look again
+			continue // something moved: look again
 		}
 		select {
 		case <-e.progress:
