@@ -38,7 +38,13 @@
 // quantises the same way, but its RecordValue is not safe for concurrent
 // use, and every user here records from many goroutines at once, so it
 // would need a mutex; it also refuses negative values, which the
-// benchmarks' lateness needs.
+// benchmarks' lateness needs. Measured in one run on the project's 2-core
+// machine (bench/peers BenchmarkRecord, 20 interleaved runs, benchstat
+// medians, on a machine shared with other work, so ±10–30 %): recording
+// one latency costs 5.6 ns here, 6.3 ns in HdrHistogram without a lock and
+// 9.6 ns behind the mutex it would need; with two goroutines recording at
+// once, 6.0 ns here against 10.7 ns. So the project keeps its own package:
+// faster where it is used, signed, and no dependency.
 package hist
 
 import (
