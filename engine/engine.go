@@ -76,6 +76,7 @@ type Engine struct {
 	handlerGoroutines sync.Map
 
 	batchPool sync.Pool
+	replies   sync.Pool // chan reply, for shard.ask
 
 	// busy counts messages taken off a wheel whose outcome is not yet
 	// applied; progress is signalled whenever it drops, and epoch counts

@@ -48,7 +48,6 @@ type reply struct {
 	m     store.Message
 }
 
-var replyPool = sync.Pool{New: func() any { return make(chan reply, 1) }}
 
 type shard struct {
 	e   *Engine
@@ -126,17 +125,20 @@ func (s *shard) feed(c store.Change) {
 // ask sends c to the shard and waits for its reply (any goroutine). A shard
 // that has exited answers nothing: the reply is empty.
 func (s *shard) ask(c cmd) reply {
-	ch := replyPool.Get().(chan reply)
+	ch, _ := s.e.replies.Get().(chan reply)
+	if ch == nil {
+		ch = make(chan reply, 1)
+	}
 	c.reply = ch
 	select {
 	case s.cmds <- c:
 	case <-s.done:
-		replyPool.Put(ch)
+		s.e.replies.Put(ch)
 		return reply{}
 	}
 	select {
 	case r := <-ch:
-		replyPool.Put(ch)
+		s.e.replies.Put(ch)
 		return r
 	case <-s.done:
 		return reply{} // the channel may still get a late reply: not reused
