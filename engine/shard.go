@@ -48,7 +48,6 @@ type reply struct {
 	m     store.Message
 }
 
-
 type shard struct {
 	e   *Engine
 	n   int
