@@ -241,12 +241,17 @@ func (e *Engine) runHandlers(b *batch, pol *RetryPolicy) {
 		}
 		return
 	}
-	var live []int // indexes into b.msgs
-	r := &handlerRun{e: e, q: q}
+	live := make([]int, 0, len(b.msgs)) // indexes into b.msgs
 	for k := range b.msgs {
 		if b.res[k].kind == resDelivered {
 			live = append(live, k)
-			r.msgs = append(r.msgs, b.msgs[k])
+		}
+	}
+	r := &handlerRun{e: e, q: q, msgs: b.msgs}
+	if len(live) < len(b.msgs) {
+		r.msgs = make([]store.Message, len(live))
+		for j, k := range live {
+			r.msgs[j] = b.msgs[k]
 		}
 	}
 	r.slots = make([]runSlot, len(live))
@@ -264,7 +269,11 @@ func (e *Engine) runHandlers(b *batch, pol *RetryPolicy) {
 			break
 		}
 	}
-	r.wait(submit)
+	if r.wait(submit) && len(live) == len(b.msgs) {
+		// A worker may still read r.msgs, which is b's: b must not go
+		// back to its pool.
+		b.noPool = true
+	}
 	wall := e.clock.Now().UnixNano()
 	for j, k := range live {
 		sl := &r.slots[j]
@@ -308,8 +317,8 @@ func (e *Engine) runHandlers(b *batch, pol *RetryPolicy) {
 // wait waits until every slot of r finished or was abandoned: at its
 // deadline (the attempt fails; a replacement worker starts, and submit
 // hands the rest of the batch to it) or because the engine is closing
-// (no outcome).
-func (r *handlerRun) wait(submit func() bool) {
+// (no outcome). It reports whether any slot was abandoned.
+func (r *handlerRun) wait(submit func() bool) (abandoned bool) {
 	e, q := r.e, r.q
 	timer := e.clock.NewTimer(q.Timeout)
 	defer timer.Stop()
@@ -336,6 +345,7 @@ func (r *handlerRun) wait(submit func() bool) {
 				sl.ctx.cancel(context.DeadlineExceeded)
 				sl.d.finish()
 				sl.overran = true
+				abandoned = true
 				remaining--
 				q.spawn() // the stuck worker exits when its handler returns
 				if int(r.next.Load()) < len(r.slots) {
@@ -351,9 +361,10 @@ func (r *handlerRun) wait(submit func() bool) {
 					sl.d.finish()
 				}
 			}
-			return
+			return true
 		}
 	}
+	return abandoned
 }
 
 func minTime(a, b time.Time) time.Time {
