@@ -133,24 +133,32 @@ type group struct {
 }
 
 // feed records m (with its ID) for the owner's feed.
-// growFeed makes room in the feed for msgs, so that it grows once per
-// call rather than by doubling.
-func (g *group) growFeed(msgs []store.Message) {
-	if g.fed == nil {
-		g.fed = map[int][]store.Message{}
-	}
-	if len(msgs) > 0 && msgs[0].Shard == msgs[len(msgs)-1].Shard {
-		// Most calls hold one shard's messages (a cascade, a small batch).
-		g.fed[msgs[0].Shard] = slices.Grow(g.fed[msgs[0].Shard], len(msgs))
-		return
-	}
+// sizeFeed sizes the feed's per-shard slices for every message the group's
+// requests may make pending, so that each is allocated once.
+func (g *group) sizeFeed() {
 	var per [store.MaxShards]int32
-	for i := range msgs {
-		per[msgs[i].Shard]++
+	for _, r := range g.reqs {
+		switch r.kind {
+		case reqAppend:
+			for i := range r.msgs {
+				per[r.msgs[i].Shard]++
+			}
+		case reqResolve:
+			for i := range r.batch.New {
+				per[r.batch.New[i].Shard]++
+			}
+		case reqReplay:
+			for _, id := range r.ids {
+				per[id.Shard()]++
+			}
+		}
 	}
 	for sh, n := range per {
 		if n > 0 {
-			g.fed[sh] = slices.Grow(g.fed[sh], int(n))
+			if g.fed == nil {
+				g.fed = map[int][]store.Message{}
+			}
+			g.fed[sh] = make([]store.Message, 0, n)
 		}
 	}
 }
@@ -420,6 +428,7 @@ func (w *writer) build(g *group) {
 	g.results = make([]result, len(g.reqs))
 	g.pending = make([]int64, s.shards)
 	g.now = s.opts.Now().UnixNano()
+	g.sizeFeed()
 	if err := s.Err(); err != nil {
 		for i := range g.results {
 			g.results[i].err = err
@@ -593,7 +602,6 @@ func (w *writer) appendReq(g *group, msgs []store.Message) ([]store.Appended, er
 // addNew assigns IDs and encodes new messages. It cannot fail.
 func (w *writer) addNew(g *group, msgs []store.Message, looks []keyLookup) []store.Appended {
 	out := make([]store.Appended, len(msgs))
-	g.growFeed(msgs)
 	horizon := w.s.opts.Horizon
 	for i := range msgs {
 		m := &msgs[i]
