@@ -77,10 +77,6 @@ type shard struct {
 	readyTotal int
 	stopped    bool
 	refs       []uint64
-	// scanned is set when the loader scans, and cleared by intake: a fed
-	// message can already be in RAM only if a scan ran after its commit,
-	// that is, since the intake before the one that takes it.
-	scanned bool
 
 	win window
 }
@@ -342,16 +338,13 @@ func (s *shard) intake() {
 	}
 	clear(changes)
 	s.spare = changes[:0]
-	s.scanned = false
 }
 
 // admit takes a message the store fed: into RAM if it falls inside the
 // loaded window, else left for the loader.
 func (s *shard) admit(m *store.Message, now clockReading) {
-	if s.scanned {
-		if _, ok := s.find(m.ID); ok {
-			return // a scan placed it already
-		}
+	if _, ok := s.find(m.ID); ok {
+		return // a scan placed it already (it ran after the commit, before the feed)
 	}
 	if len(s.claims) > 0 {
 		if _, ok := s.claims[m.ID]; ok {

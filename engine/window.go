@@ -107,7 +107,6 @@ func (s *shard) loadStep() bool {
 		w.page = minPage
 	}
 	limit := min(w.page, s.e.opts.MaxPending-s.live)
-	s.scanned = true
 	msgs, page, err := s.e.st.Scan(context.Background(), store.ScanQuery{
 		Shard: s.n, From: w.scanFrom, To: to, After: w.cursor, Limit: limit,
 	})
