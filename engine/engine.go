@@ -117,7 +117,8 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 	e.dctx, e.dstop = context.WithCancel(context.Background())
 	e.origin = e.clock.Now()
 	if mc, ok := e.clock.(MonoClock); ok {
-		e.mono, e.monoOrigin = mc, mc.Mono()
+		_, e.monoOrigin = mc.NowMono()
+		e.mono = mc
 	}
 	e.openedAt, e.openWall = e.origin, e.origin.UnixNano()
 	for _, q := range opts.Queues {
@@ -253,10 +254,11 @@ func (o owner) Feed(i int, c store.Change) {
 // nowNs returns wall-clock unix nanoseconds and monotonic nanoseconds since
 // Open.
 func (e *Engine) nowNs() (wall, mono int64) {
-	t := e.clock.Now()
 	if e.mono != nil {
-		return t.UnixNano(), int64(e.mono.Mono() - e.monoOrigin)
+		t, m := e.mono.NowMono()
+		return t.UnixNano(), int64(m - e.monoOrigin)
 	}
+	t := e.clock.Now()
 	return t.UnixNano(), int64(t.Sub(e.origin))
 }
 
