@@ -181,6 +181,8 @@ func (c *handlerCtx) cancel(err error) {
 // was abandoned mid-handler (and must exit).
 func (r *handlerRun) work() bool {
 	e := r.e
+	// One clock reading ends a handler's run and starts the next one's.
+	start := e.clock.Now()
 	for {
 		j := int(r.next.Add(1)) - 1
 		if j >= len(r.msgs) {
@@ -188,7 +190,6 @@ func (r *handlerRun) work() bool {
 		}
 		sl := &r.slots[j]
 		m := &r.msgs[j]
-		start := e.clock.Now()
 		deadline := start.Add(r.q.Timeout)
 		ctx := &handlerCtx{parent: e.dctx, deadline: deadline}
 		sl.start, sl.ctx = start, ctx
@@ -201,7 +202,8 @@ func (r *handlerRun) work() bool {
 		pan, err := callHandler(ctx, r.q.Handler, sl.d)
 		sl.d.finish()
 		ctx.cancel(context.Canceled)
-		if err == nil && !e.clock.Now().Before(deadline) {
+		start = e.clock.Now()
+		if err == nil && !start.Before(deadline) {
 			err = overrun(r.q.Timeout)
 		}
 		sl.err, sl.panicked = err, pan
