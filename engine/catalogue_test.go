@@ -25,6 +25,7 @@ import (
 	"github.com/hourglassmq/hourglass/store"
 	"github.com/hourglassmq/hourglass/transport"
 	"github.com/hourglassmq/hourglass/wal"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -1150,5 +1151,146 @@ func TestCatalogueIDsFromElsewhere(t *testing.T) {
 		} else {
 			require.EqualValues(t, 9, a.e.Stats().StorePending)
 		}
+	})
+}
+
+// TestCatalogueRetryTimes: retry times a handler or transport asks for past
+// the latest time Hourglass holds dead-letter the message with a reason
+// saying so; they never wrap into the past (an early retry). Past ones mean
+// now.
+func TestCatalogueRetryTimes(t *testing.T) {
+	forModes(t, func(t *testing.T, mode string) {
+		var mu sync.Mutex
+		calls := map[string][]int{}
+		var deadReasons sync.Map
+		reg := transport.NewRegistry()
+		require.NoError(t, reg.Register(retryAfterSender{}, "ra"))
+		h := newHarness(t, mode, Options{Transports: reg, Retry: RetryPolicy{MaxAttempts: 5, Jitter: -1},
+			Events: Events{DeadLetter: func(d DeadLetterInfo) { deadReasons.Store(d.ID, d.Reason) }}})
+		require.NoError(t, h.e.Register(Queue{Name: "r", Handler: func(_ context.Context, d *Delivery) error {
+			p := string(d.Payload)
+			mu.Lock()
+			calls[p] = append(calls[p], d.Attempt)
+			mu.Unlock()
+			if d.Attempt > 1 {
+				return nil
+			}
+			switch p {
+			case "at 3000":
+				return RetryAt(y3000, errors.New("much later"))
+			case "at 2262-04-12":
+				return RetryAt(y2262Apr12, nil)
+			case "at Unix(MaxInt64,0)":
+				return RetryAt(unixMaxSec, nil)
+			case "at Unix(1<<62,0)":
+				return RetryAt(unixBigSec, nil)
+			case "in MaxInt64":
+				return RetryIn(math.MaxInt64, errors.New("forever"))
+			case "in 250 years":
+				return RetryIn(250*365*24*time.Hour, nil)
+			case "in -1h":
+				return RetryIn(-time.Hour, nil)
+			case "in MinInt64":
+				return RetryIn(math.MinInt64, nil)
+			case "at year 1":
+				return RetryAt(year1, nil)
+			case "at zero":
+				return RetryAt(time.Time{}, nil)
+			}
+			return nil
+		}}))
+		ids := map[string]ID{}
+		for _, p := range []string{"at 3000", "at 2262-04-12", "at Unix(MaxInt64,0)", "at Unix(1<<62,0)", "in MaxInt64", "in 250 years",
+			"in -1h", "in MinInt64", "at year 1", "at zero"} {
+			ids[p] = h.schedule("local://r", 0, p)
+		}
+		raID, err := h.e.Schedule(bg, Message{Dest: "ra://x", Payload: []byte("retry-after MaxInt64")})
+		require.NoError(t, err)
+		h.settle()
+		// assert, not require: every case reports.
+		for _, p := range []string{"at 3000", "at 2262-04-12", "at Unix(MaxInt64,0)", "at Unix(1<<62,0)", "in MaxInt64", "in 250 years"} {
+			assert.Equal(t, []int{1}, calls[p], "%s: called once, never again at once", p)
+			info, err := h.e.Get(bg, ids[p])
+			if !assert.NoError(t, err, "%s: not a dead letter", p) {
+				continue
+			}
+			assert.Equal(t, StateDead, info.State, "%s: a retry past the latest time held is a dead letter", p)
+			assert.Contains(t, info.Reason, "2262-01-01", "%s: the reason names the latest time held", p)
+			r, _ := deadReasons.Load(ids[p])
+			assert.Contains(t, r, "2262-01-01", "%s: the DeadLetter event names the latest time held", p)
+		}
+		for _, p := range []string{"in -1h", "in MinInt64", "at year 1", "at zero"} {
+			assert.Equal(t, []int{1, 2}, calls[p], "%s: a past retry time means now", p)
+		}
+		info, err := h.e.Get(bg, raID)
+		require.NoError(t, err)
+		require.Equal(t, StateDead, info.State, "a transport's Retry-After past the latest time held dead-letters")
+		require.Contains(t, info.Reason, "2262-01-01")
+	})
+}
+
+// retryAfterSender asks for a retry after MaxInt64.
+type retryAfterSender struct{}
+
+func (retryAfterSender) Send(_ context.Context, batch []transport.Envelope, out []transport.Outcome) {
+	for i := range batch {
+		out[i] = transport.Retry(errors.New("come back much later"), math.MaxInt64)
+	}
+}
+func (retryAfterSender) Validate(transport.Destination) error { return nil }
+func (retryAfterSender) Close() error                         { return nil }
+
+// TestCatalogueBackoffNearTheEnd: exponential backoff at the largest
+// allowed delays, and a clock near the latest time held, dead-letter with
+// the reason once the next retry would pass it; nothing overflows.
+func TestCatalogueBackoffNearTheEnd(t *testing.T) {
+	forModes(t, func(t *testing.T, mode string) {
+		fail := func(context.Context, *Delivery) error { return errors.New("down") }
+		h := newHarness(t, mode, Options{Queues: []Queue{{Name: "slow", Handler: fail,
+			Retry: RetryPolicy{Base: MaxRetryDelay, Max: MaxRetryDelay, MaxAttempts: -1, Jitter: -1}}}})
+		id := h.schedule("local://slow", 0, "x")
+		h.settle()
+		for attempt := 1; attempt <= 2; attempt++ {
+			info, err := h.e.Get(bg, id)
+			require.NoError(t, err)
+			require.Equal(t, StatePending, info.State)
+			require.Equal(t, attempt, info.Attempts)
+			require.True(t, info.Message.Due.Equal(h.clk.Now().Add(MaxRetryDelay)), "attempt %d: next due %s", attempt, info.Message.Due.UTC())
+			h.advance(MaxRetryDelay)
+		}
+		info, err := h.e.Get(bg, id)
+		require.NoError(t, err)
+		require.Equal(t, StateDead, info.State, "2226 + 100 years is past 2262: dead, not wrapped")
+		require.Equal(t, 3, info.Attempts)
+		require.Contains(t, info.Reason, "2262-01-01")
+
+		// Doubling from 1ns for hundreds of attempts stays at Max.
+		p := RetryPolicy{Base: 1, Max: MaxRetryDelay, Jitter: 1}
+		for _, a := range []uint32{1, 62, 63, 64, 100, 1000, math.MaxUint32} {
+			d := p.delay(a)
+			require.GreaterOrEqual(t, d, time.Duration(0), "attempt %d", a)
+			require.LessOrEqual(t, d, 2*MaxRetryDelay, "attempt %d", a)
+		}
+	})
+}
+
+// TestCatalogueClockNearTheEnd: with the clock a day before the latest time
+// held, a retry two days out dead-letters with the reason, and scheduling
+// past the end is refused.
+func TestCatalogueClockNearTheEnd(t *testing.T) {
+	forModes(t, func(t *testing.T, mode string) {
+		h := newHarness(t, mode, Options{})
+		h.clk.Advance(store.MaxTime.Add(-24 * time.Hour).Sub(h.clk.Now()))
+		require.NoError(t, h.e.Register(Queue{Name: "q", Handler: func(context.Context, *Delivery) error { return errors.New("down") },
+			Retry: RetryPolicy{Delays: []time.Duration{48 * time.Hour}}}))
+		_, err := h.e.ScheduleIn(bg, 48*time.Hour, Message{Dest: "local://q"})
+		require.ErrorIs(t, err, ErrInvalid)
+		require.Contains(t, err.Error(), "2262-01-01")
+		id := h.schedule("local://q", time.Hour, "x")
+		h.advance(time.Hour)
+		info, err := h.e.Get(bg, id)
+		require.NoError(t, err)
+		require.Equal(t, StateDead, info.State)
+		require.Contains(t, info.Reason, "2262-01-01")
 	})
 }
