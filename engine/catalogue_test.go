@@ -17,6 +17,7 @@ import (
 	"math"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -1292,5 +1293,51 @@ func TestCatalogueClockNearTheEnd(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, StateDead, info.State)
 		require.Contains(t, info.Reason, "2262-01-01")
+	})
+}
+
+// TestCatalogueRescheduleWithinABucketListsOnce: moving a pending message
+// to a new due time close to its old one (the same ~134 ms scan bucket of
+// the memory store, next to another message of its shard), by Reschedule
+// or by a retry, must not make List or Summary show it twice. Found by
+// TestModel.
+func TestCatalogueRescheduleWithinABucketListsOnce(t *testing.T) {
+	forModes(t, func(t *testing.T, mode string) {
+		h := newHarness(t, mode, Options{Shards: 1, Queues: []Queue{{Name: "q"}}})
+		// The start of a memory-store bucket an hour ahead.
+		base := (t0.Add(time.Hour).UnixNano()/memstore.BucketWidth + 1) * memstore.BucketWidth
+		at := func(ms int) time.Time { return time.Unix(0, base+int64(ms)*int64(time.Millisecond)) }
+		_, err := h.e.Schedule(bg, Message{Dest: "local://q", Due: at(0), Payload: []byte("neighbour")})
+		require.NoError(t, err)
+		id, err := h.e.Schedule(bg, Message{Dest: "local://q", Due: at(1), Payload: []byte("moved")})
+		require.NoError(t, err)
+		require.NoError(t, h.e.Reschedule(bg, id, at(2)))
+		page, _, err := h.e.List(bg, ListQuery{})
+		require.NoError(t, err)
+		var got []string
+		for _, in := range page {
+			got = append(got, fmt.Sprintf("%s@%dms", in.Message.Payload, (in.Message.Due.UnixNano()-base)/int64(time.Millisecond)))
+		}
+		require.Equal(t, []string{"neighbour@0ms", "moved@2ms"}, got)
+		sum, err := h.e.Summary(bg, time.Hour, 3)
+		require.NoError(t, err)
+		require.EqualValues(t, 2, sum.Total)
+		// A retry due in the same bucket (RetryIn(0) from a message due
+		// now) must not duplicate it either.
+		var calls atomic.Int32
+		require.NoError(t, h.e.Register(Queue{Name: "again", Handler: func(_ context.Context, d *Delivery) error {
+			if calls.Add(1) == 1 {
+				return RetryIn(time.Hour, nil)
+			}
+			return nil
+		}}))
+		_, err = h.e.Schedule(bg, Message{Dest: "local://again", Due: at(3), Payload: []byte("retried")})
+		require.NoError(t, err)
+		h.advance(time.Unix(0, base).Sub(h.clk.Now()) + 3*time.Millisecond) // "retried" fires and asks for now+1h
+		page, _, err = h.e.List(bg, ListQuery{})
+		require.NoError(t, err)
+		require.Len(t, page, 1, "only the retried message is pending")
+		h.advance(2 * time.Hour)
+		require.Equal(t, []string{"neighbour", "moved"}, payloads(h.deliveries()))
 	})
 }
