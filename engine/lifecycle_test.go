@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -894,4 +895,58 @@ func TestWaitIdleSeesCascadesAndRetries(t *testing.T) {
 		}
 	}
 	t.Logf("%d rounds", rounds)
+}
+
+// tornClock is a FakeClock that, once armed, advances between the engine's
+// two reads of it (Now, then Mono) when a shard converts a due time for its
+// wheel: what a shard sees when a test moves a FakeClock while the shard
+// works (for example on a stale wake-up right after WaitIdle returned). The
+// stack check only makes the tear land on that read deterministically.
+type tornClock struct {
+	*FakeClock
+	step atomic.Int64 // armed: advance by this much
+}
+
+func (c *tornClock) Mono() time.Duration {
+	if c.step.Load() != 0 && calledFrom("(*shard).monoOf") {
+		c.FakeClock.Advance(time.Duration(c.step.Swap(0)))
+	}
+	return c.FakeClock.Mono()
+}
+
+func calledFrom(fn string) bool {
+	pcs := make([]uintptr, 16)
+	frames := runtime.CallersFrames(pcs[:runtime.Callers(2, pcs)])
+	for {
+		f, more := frames.Next()
+		if strings.HasSuffix(f.Function, fn) {
+			return true
+		}
+		if !more {
+			return false
+		}
+	}
+}
+
+// TestClockAdvanceBetweenReadsIsNotLate: the engine reads a MonoClock's
+// wall time and monotonic time in two calls. A FakeClock advanced between
+// them (by a test, while a shard works) must not make a message hours late:
+// today the shard places the message on its wheel by the new monotonic time
+// plus the distance from the old wall time, so it fires one Advance late.
+// Found by TestModel (messages due hours ago still pending after WaitIdle,
+// with Stats.EarlyCaught counting the torn reads).
+func TestClockAdvanceBetweenReadsIsNotLate(t *testing.T) {
+	h := newHarness(t, "memory", Options{Shards: 1, Queues: []Queue{{Name: "q"}}})
+	// Reopen on a torn clock.
+	clk := &tornClock{FakeClock: NewFakeClock(t0)}
+	h.opts.Clock = clk
+	require.NoError(t, h.e.Close())
+	h.clk = clk.FakeClock
+	h.open()
+	h.settle()                       // the shard is idle: the next torn read is the one that places the new message
+	clk.step.Store(int64(time.Hour)) // the next torn read sees the clock an hour on
+	h.schedule("local://q", 10*time.Second, "x")
+	h.settle()
+	require.Equal(t, t0.Add(time.Hour), h.clk.Now(), "the armed advance happened")
+	require.Equal(t, []string{"x"}, payloads(h.deliveries()), "a message due 10 s after t0 must fire by t0+1h; it waits for t0+1h+10s")
 }
