@@ -33,6 +33,9 @@ type result struct {
 	err     error // the failure behind a retry or dead letter (events)
 }
 
+// notHanded marks a message of a batch that was not handed off.
+const notHanded = time.Duration(-1 << 63)
+
 // batch is up to MaxBatch due messages of one destination from one shard.
 type batch struct {
 	s     *shard
@@ -45,8 +48,11 @@ type batch struct {
 	// queues only; nil otherwise).
 	cascades [][]store.Message
 	// late[k] is message k's lateness at hand-off to its handler or
-	// transport.
+	// transport; notHanded when it was not handed off.
 	late []time.Duration
+	// noPool: an abandoned handler worker may still read msgs, so the
+	// batch is left to the garbage collector.
+	noPool bool
 }
 
 func (e *Engine) newBatch(s *shard, d *dest, n int) *batch {
@@ -65,6 +71,9 @@ func (e *Engine) newBatch(s *shard, d *dest, n int) *batch {
 
 // putBatch returns b to the pool (its reference to d is the caller's).
 func (e *Engine) putBatch(b *batch) {
+	if b.noPool {
+		return
+	}
 	clear(b.msgs)
 	clear(b.cascades)
 	b.idx, b.msgs, b.res, b.cascades, b.late = b.idx[:0], b.msgs[:0], b.res[:0], b.cascades[:0], b.late[:0]
@@ -98,6 +107,9 @@ func (e *Engine) deliver(b *batch, sc *scratch) {
 		b.late = make([]time.Duration, n)
 	}
 	b.res, b.late = b.res[:n], b.late[:n]
+	for k := range b.late {
+		b.late[k] = notHanded
+	}
 	wall := e.clock.Now().UnixNano()
 	live := 0
 	for k := range b.msgs {

@@ -76,10 +76,13 @@ type Engine struct {
 	handlerGoroutines sync.Map
 
 	batchPool sync.Pool
+	replies   sync.Pool // chan reply, for shard.ask
 
 	// busy counts messages taken off a wheel whose outcome is not yet
-	// applied; progress is signalled whenever it drops.
+	// applied; progress is signalled whenever it drops, and epoch counts
+	// the drops (WaitIdle's proof that nothing finished while it looked).
 	busy     atomic.Int64
+	epoch    atomic.Uint64
 	progress chan struct{}
 
 	cnt      counters
@@ -195,6 +198,47 @@ wait:
 	}
 }
 
+// Claim claims id on its shard for a change the store makes for another
+// process; release ends the claim, restoring m if it is still pending.
+func (o owner) Claim(ctx context.Context, id store.ID) (func(m *store.Message), error) {
+	s, err := o.e.shardOf(id)
+	if err != nil || s == nil {
+		return nil, fmt.Errorf("engine: claim %s: shard %d is not attached here", id, id.Shard())
+	}
+	ch := make(chan reply, 1)
+	select {
+	case s.cmds <- cmd{kind: cmdClaim, id: id, reply: ch}:
+	case <-s.done:
+		return nil, fmt.Errorf("engine: claim %s: %w", id, ErrClosed)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	var r reply
+	select {
+	case r = <-ch:
+	case <-s.done:
+		return nil, fmt.Errorf("engine: claim %s: %w", id, ErrClosed)
+	case <-ctx.Done():
+		// The claim may still be granted: release it when it is.
+		go func() {
+			if r := <-ch; r.err == nil {
+				o.e.restoreFromStore(s, id)
+			}
+		}()
+		return nil, ctx.Err()
+	}
+	if r.err != nil {
+		return nil, fmt.Errorf("engine: claim %s: %w: %w", id, store.ErrInFlight, r.err)
+	}
+	return func(m *store.Message) {
+		c := cmd{kind: cmdRelease, id: id}
+		if m != nil {
+			c.restore, c.m = true, *m
+		}
+		s.tell(c)
+	}, nil
+}
+
 // Feed queues a change for shard i's runtime; a shard not attached here
 // has nothing to update (it scans the store when it attaches).
 func (o owner) Feed(i int, c store.Change) {
@@ -278,6 +322,7 @@ func (e *Engine) busyDone(n int) {
 		return
 	}
 	e.busy.Add(-int64(n))
+	e.epoch.Add(1)
 	select {
 	case e.progress <- struct{}{}:
 	default:
@@ -394,15 +439,18 @@ func (e *Engine) WaitIdle(ctx context.Context) error {
 	}
 	defer e.leave()
 	for {
-		quiet := e.barrier()
+		// Quiet means: no message in flight, every shard quiet when its
+		// barrier ran, and nothing finished meanwhile (a delivery that
+		// finished could have cascaded to a shard already passed).
+		ep := e.epoch.Load()
 		if e.busy.Load() == 0 {
-			if quiet {
+			if e.barrier() && e.busy.Load() == 0 && e.epoch.Load() == ep {
 				return nil
 			}
 			if err := ctx.Err(); err != nil {
 				return fmt.Errorf("engine: wait idle: %w", err)
 			}
-			continue // the barrier did work: look again
+			continue // something moved: look again
 		}
 		select {
 		case <-e.progress:

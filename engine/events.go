@@ -11,9 +11,14 @@ import (
 // must not call back into the engine; hand work to a goroutine of your own.
 // The Prometheus collector hangs here.
 type Events struct {
+	// Scheduled reports each Schedule or ScheduleBatch call that stored
+	// messages: how many per destination (idempotent repeats excluded).
+	Scheduled func(ScheduledInfo)
+	// Cancelled reports a message a Cancel removed.
+	Cancelled func(CancelledInfo)
 	// Outcomes reports each delivered batch: its destination and how many
 	// of its messages were delivered, retried, dead-lettered and expired,
-	// with the lateness of each at hand-off.
+	// with the lateness of each message handed off.
 	Outcomes func(OutcomeInfo)
 	// Retry reports a failed attempt that will be retried.
 	Retry func(RetryInfo)
@@ -23,6 +28,9 @@ type Events struct {
 	// HandlerPanic reports a local handler that panicked (the attempt
 	// counts as failed), with the stack.
 	HandlerPanic func(PanicInfo)
+	// Expired reports a message dropped past its deliver-by time (when due,
+	// or when its retry would come after it).
+	Expired func(ExpiredInfo)
 	// StoreFailed reports the store becoming failed; the engine refuses
 	// further work until it is reopened (Engine.Err).
 	StoreFailed func(err error)
@@ -36,15 +44,29 @@ type Events struct {
 	RecoveryDone func(RecoveryStats)
 }
 
+// ScheduledInfo counts the messages one call stored, by destination.
+type ScheduledInfo struct {
+	ByDest map[string]int
+}
+
+// CancelledInfo describes a cancelled message.
+type CancelledInfo struct {
+	ID   ID
+	Dest string
+}
+
 // OutcomeInfo describes one batch's outcomes.
 type OutcomeInfo struct {
 	Dest                              string
 	Delivered, Retried, Dead, Expired int
-	Lateness                          []time.Duration // one per message handed off
-	Shard                             int
-	Native                            int // shadows resolved at their due time (native scheduling)
-	Gone                              int // cancelled while in flight
-	Fired                             time.Time
+	// Lateness has one entry per message handed to its handler or
+	// transport (expired ones, native shadows and calls abandoned at
+	// shutdown have none). The slice is valid only during the callback.
+	Lateness []time.Duration
+	Shard    int
+	Native   int // shadows resolved at their due time (native scheduling)
+	Gone     int // cancelled while in flight
+	Fired    time.Time
 }
 
 // RetryInfo describes a failed attempt that will be retried.
@@ -62,6 +84,13 @@ type DeadLetterInfo struct {
 	Dest     string
 	Attempts int
 	Reason   string
+}
+
+// ExpiredInfo describes an expired message.
+type ExpiredInfo struct {
+	ID      ID
+	Dest    string
+	Expires time.Time
 }
 
 // PanicInfo describes a handler panic.

@@ -138,25 +138,25 @@ func (e *Engine) Cancel(ctx context.Context, id ID) error {
 
 func (e *Engine) cancel(ctx context.Context, id ID) error {
 	var nerr error
+	var dest string
 	err := e.withClaim(ctx, id, func(m store.Message, inRAM bool) (*store.Message, error) {
 		reason := store.Cancelled
-		if e.nativeConfigured() {
-			if !inRAM {
-				sm, err := e.st.Get(ctx, id)
-				if err != nil {
-					return nil, err
-				}
-				m = sm
+		if !inRAM && (e.nativeConfigured() || e.ev.Cancelled != nil) {
+			sm, err := e.st.Get(ctx, id)
+			if err != nil {
+				return nil, err
 			}
-			if isShadow(&m) {
-				// The broker first. A crash after it leaves the shadow,
-				// which is resolved harmlessly at its due time.
-				if nerr = e.cancelNative(ctx, &m); nerr != nil {
-					if !errors.Is(nerr, ErrNativeFired) {
-						return nil, nerr
-					}
-					reason = store.Delivered
+			m, inRAM = sm, true
+		}
+		dest = m.Dest
+		if inRAM && e.nativeConfigured() && isShadow(&m) {
+			// The broker first. A crash after it leaves the shadow, which
+			// is resolved harmlessly at its due time.
+			if nerr = e.cancelNative(ctx, &m); nerr != nil {
+				if !errors.Is(nerr, ErrNativeFired) {
+					return nil, nerr
 				}
+				reason = store.Delivered
 			}
 		}
 		_, err := e.st.Resolve(ctx, store.Batch{Done: []store.Done{{ID: id, Reason: reason}}})
@@ -170,6 +170,9 @@ func (e *Engine) cancel(ctx context.Context, id ID) error {
 		return fmt.Errorf("engine: cancel %s: %w", id, nerr)
 	}
 	e.cnt.cancelled.Add(1)
+	if f := e.ev.Cancelled; f != nil {
+		f(CancelledInfo{ID: id, Dest: dest})
+	}
 	return nil
 }
 

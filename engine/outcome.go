@@ -214,6 +214,9 @@ func (e *Engine) report(b *batch) {
 			}
 		case resExpired:
 			info.Expired++
+			if f := e.ev.Expired; f != nil {
+				f(ExpiredInfo{ID: m.ID, Dest: m.Dest, Expires: time.Unix(0, m.Expires)})
+			}
 		case resNative:
 			info.Native++
 		case resGone:
@@ -226,7 +229,11 @@ func (e *Engine) report(b *batch) {
 	e.cnt.expired.Add(uint64(info.Expired))
 	e.cnt.nativeFired.Add(uint64(info.Native))
 	if f := e.ev.Outcomes; f != nil {
-		info.Lateness = b.late
+		for _, l := range b.late {
+			if l != notHanded {
+				info.Lateness = append(info.Lateness, l)
+			}
+		}
 		f(info)
 	}
 	select {

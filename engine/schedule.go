@@ -297,6 +297,15 @@ func (e *Engine) ScheduleBatch(ctx context.Context, msgs []Message) ([]ID, error
 		}
 	}
 	e.cnt.scheduled.Add(uint64(len(ids) - countTrue(existing)))
+	if f := e.ev.Scheduled; f != nil && len(ids) > countTrue(existing) {
+		info := ScheduledInfo{ByDest: map[string]int{}}
+		for i := range ids {
+			if !existing[i] {
+				info.ByDest[sms[i].Dest]++
+			}
+		}
+		f(info)
+	}
 	if err == nil && countTrue(existing) > 0 {
 		dup := &DuplicateError{}
 		for i, ex := range existing {
@@ -353,6 +362,8 @@ func (e *Engine) storeErr(err error) error {
 		return fmt.Errorf("%w: %w", ErrNotFound, err)
 	case errors.Is(err, store.ErrClosed):
 		return fmt.Errorf("%w: %w", ErrClosed, err)
+	case errors.Is(err, store.ErrInFlight):
+		return fmt.Errorf("%w: %w", ErrInFlight, err)
 	}
 	return err
 }

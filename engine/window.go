@@ -50,8 +50,8 @@ func (w *window) init() {
 func (w *window) inside(p store.Position) bool { return !w.front.Less(p) }
 
 // insert takes m into RAM if it is inside the window and RAM has room;
-// otherwise it stays in the store for the loader.
-func (s *shard) insert(m store.Message) {
+// otherwise it stays in the store for the loader. now is s.reading().
+func (s *shard) insert(m store.Message, now clockReading) {
 	p := store.PositionOf(&m)
 	if !s.win.inside(p) {
 		s.win.nextDisk = min(s.win.nextDisk, m.Due)
@@ -61,11 +61,12 @@ func (s *shard) insert(m store.Message) {
 		// Full: pull the frontier back to just before m, so the loader
 		// brings m (and what follows) once RAM frees up.
 		s.win.front = store.Position{Due: m.Due, ID: m.ID - 1}
+		s.frontDue.Store(m.Due)
 		s.win.scanFrom, s.win.cursor = m.Due, s.win.front
 		s.win.nextDisk = min(s.win.nextDisk, m.Due)
 		return
 	}
-	s.place(m)
+	s.place(&m, now)
 }
 
 // horizon returns how far the window must reach at wall time wall.
@@ -106,6 +107,7 @@ func (s *shard) loadStep() bool {
 		w.page = minPage
 	}
 	limit := min(w.page, s.e.opts.MaxPending-s.live)
+	s.scanned = true
 	msgs, page, err := s.e.st.Scan(context.Background(), store.ScanQuery{
 		Shard: s.n, From: w.scanFrom, To: to, After: w.cursor, Limit: limit,
 	})
@@ -115,18 +117,19 @@ func (s *shard) loadStep() bool {
 		return false
 	}
 	overdue := 0
+	now := s.reading()
 	for k := range msgs {
 		m := &msgs[k]
 		if !w.loaded && m.Due < s.e.openWall {
 			overdue++
 		}
-		if _, ok := s.byID[m.ID]; ok {
+		if _, ok := s.find(m.ID); ok {
 			continue
 		}
 		if _, ok := s.claims[m.ID]; ok {
 			continue
 		}
-		s.place(*m)
+		s.place(m, now)
 	}
 	s.e.cnt.loaded.Add(uint64(len(msgs)))
 	if overdue > 0 {
@@ -153,6 +156,7 @@ func (s *shard) loadStep() bool {
 	w.page = min(2*w.page, maxPage)
 	w.cursor = page.Next
 	w.front = page.Next
+	s.frontDue.Store(w.front.Due)
 	return true
 }
 
@@ -164,6 +168,7 @@ func (s *shard) advanceFrontier(to int64) {
 	if to == math.MaxInt64 { // nothing is due later: all of it is loaded
 		w.front.Due = math.MaxInt64
 	}
+	s.frontDue.Store(w.front.Due)
 	if !w.loaded {
 		w.loaded = true
 		s.e.markLoaded()

@@ -2,12 +2,15 @@
 // (package store) held in RAM, for light uses and tests. Nothing survives
 // the process.
 //
-// It keeps every pending message of a shard in a map by ID and, for Scan,
-// in time buckets of BucketWidth whose keys sit in a B-tree, so an append
-// costs two map operations and a slice append, and a scan visits only the
-// buckets of its range. IDs start at a random number per shard and process,
-// so an ID from an earlier process, or from another store, names no message
-// here (with overwhelming probability) instead of a stranger.
+// It keeps the pending messages of a shard in a slab, and names each by its
+// slot: an ID's 56 local bits are base + (generation<<24 | slot), where
+// base is random per shard and store, and the generation moves on each time
+// a slot is reused. So finding a message by ID is an array index (no map),
+// a stale ID (its slot reused) names nothing, and an ID from an earlier
+// process or another store names nothing here either, but with probability
+// below 2^-32 per ID. For Scan, each message is also listed in a time
+// bucket of BucketWidth, whose keys sit in a B-tree: a scan visits only the
+// buckets of its range.
 //
 // One mutex guards everything: every call is short (a batch of map
 // operations), and it makes each call trivially atomic and the feed of
@@ -55,6 +58,14 @@ type Options struct {
 // DefaultMaxDead is Options.MaxDead's default.
 const DefaultMaxDead = 100_000
 
+// MaxCapacity is the most pending messages a shard can hold (Capacity).
+const MaxCapacity = 1 << slotBits
+
+const (
+	slotBits = 24
+	slotMask = 1<<slotBits - 1
+)
+
 // BucketWidth is the span of due times one scan bucket covers.
 const BucketWidth = int64(1 << 27) // ~134 ms
 
@@ -63,8 +74,8 @@ func (o Options) Validate() error {
 	switch {
 	case o.Shards < 0 || o.Shards > store.MaxShards:
 		return store.Invalidf("memstore: Shards = %d; want 0 (default) or 1..%d", o.Shards, store.MaxShards)
-	case o.Capacity < 0:
-		return store.Invalidf("memstore: Capacity = %d is negative", o.Capacity)
+	case o.Capacity < 0 || o.Capacity > MaxCapacity:
+		return store.Invalidf("memstore: Capacity = %d; want 0 (default: the engine's MaxPending, else %d) or 1..%d per shard", o.Capacity, MaxCapacity, MaxCapacity)
 	case o.DeadRetention < 0:
 		return store.Invalidf("memstore: DeadRetention = %v is negative", o.DeadRetention)
 	case o.MaxPayload < 0 || o.MaxPayload > store.MaxPayloadLimit:
@@ -110,15 +121,30 @@ type Store struct {
 }
 
 type shard struct {
-	next    uint64 // the next local ID number
-	pending map[store.ID]*store.Message
+	n     int
+	base  uint64   // random: IDs' local bits are base + (gen<<slotBits | slot)
+	pages [][]slot // the slab, in pages of pageSize so growth never copies
+	nslot int32
+	free  []int32
+	live  int
+	// extra holds replayed dead letters, which keep IDs that may name a
+	// reused slot.
+	extra   map[store.ID]*store.Message
 	buckets map[int64]*bucket
 	order   *btree.BTreeG[int64] // keys of non-empty buckets
 }
 
+// slot holds one pending message (live) or nothing.
+type slot struct {
+	m    store.Message
+	gen  uint32
+	live bool
+}
+
 // bucket holds the IDs of messages due in [key*BucketWidth,
-// (key+1)*BucketWidth); some may be stale (resolved or moved), which live
-// tells apart.
+// (key+1)*BucketWidth); some may be stale (resolved or moved away), and a
+// message that moved away and back is listed twice: readers check each
+// entry against the message and skip repeats.
 type bucket struct {
 	ids  []store.ID
 	live int
@@ -142,11 +168,14 @@ func Open(o Options) (*Store, error) {
 		o.Now = time.Now
 	}
 	s := &Store{opts: o, keys: map[string]store.ID{}, dead: map[store.ID]*store.DeadLetter{}}
-	for range o.Shards {
+	if o.Capacity == 0 {
+		o.Capacity = MaxCapacity
+		s.opts.Capacity = MaxCapacity
+	}
+	for i := range o.Shards {
 		s.shards = append(s.shards, &shard{
-			// A random start, so IDs differ between processes and stores.
-			next:    rand.Uint64N(store.LocalMask) + 1,
-			pending: map[store.ID]*store.Message{},
+			n:       i,
+			base:    rand.Uint64N(store.LocalMask + 1),
 			buckets: map[int64]*bucket{},
 			order:   btree.NewOrderedG[int64](32),
 		})
@@ -221,9 +250,6 @@ func (s *Store) Append(ctx context.Context, msgs []store.Message) ([]store.Appen
 // same call removes) if a shard would exceed Capacity. Messages whose key
 // is known count as taking nothing.
 func (s *Store) checkCapacity(msgs []store.Message, free map[int]int) error {
-	if s.opts.Capacity <= 0 {
-		return nil
-	}
 	var add map[int]int
 	seen := map[string]bool{}
 	for i := range msgs {
@@ -240,7 +266,7 @@ func (s *Store) checkCapacity(msgs []store.Message, free map[int]int) error {
 		add[m.Shard]++
 	}
 	for sh, n := range add {
-		if have := len(s.shards[sh].pending) - free[sh]; have+n > s.opts.Capacity {
+		if have := s.shards[sh].live - free[sh]; have+n > s.opts.Capacity {
 			return fmt.Errorf("%w: shard %d holds %d pending messages; %d more would pass its capacity %d", store.ErrFull, sh, have, n, s.opts.Capacity)
 		}
 	}
@@ -261,12 +287,10 @@ func (s *Store) addNew(msgs []store.Message) ([]store.Appended, map[int][]store.
 			}
 		}
 		sh := s.shards[m.Shard]
-		m.ID = store.MakeID(m.Shard, sh.next)
-		sh.next = sh.next%store.LocalMask + 1 // wraps past 2^56-1 to 1, never 0
+		sh.add(&m)
 		if m.Key != "" {
 			s.keys[m.Key] = m.ID
 		}
-		sh.put(&m)
 		out[i] = store.Appended{ID: m.ID}
 		if fed == nil {
 			fed = map[int][]store.Message{}
@@ -288,10 +312,54 @@ func (s *Store) commit(records int, fed map[int][]store.Message) {
 	}
 }
 
-func (sh *shard) put(m *store.Message) {
-	p := new(store.Message)
-	*p = *m
-	sh.pending[m.ID] = p
+// add takes a new message into a free slot, naming it (m.ID is set).
+func (sh *shard) add(m *store.Message) {
+	var i int32
+	if n := len(sh.free); n > 0 {
+		i = sh.free[n-1]
+		sh.free = sh.free[:n-1]
+	} else {
+		if int(sh.nslot)>>pageBits == len(sh.pages) {
+			sh.pages = append(sh.pages, make([]slot, pageSize))
+		}
+		i = sh.nslot
+		sh.nslot++
+	}
+	sl := sh.slot(i)
+	for {
+		m.ID = store.MakeID(sh.n, (sh.base+(uint64(sl.gen)<<slotBits|uint64(i)))&store.LocalMask)
+		if m.ID.Local() != 0 {
+			break
+		}
+		sl.gen++ // the one combination that would name ID 0
+	}
+	sl.m, sl.live = *m, true
+	sh.live++
+	sh.index(m)
+}
+
+// lookup returns the slot index of a pending message, or -1.
+func (sh *shard) lookup(id store.ID) int32 {
+	x := (id.Local() - sh.base) & store.LocalMask
+	i, gen := int64(x&slotMask), uint32(x>>slotBits)
+	if i >= int64(sh.nslot) {
+		return -1
+	}
+	if sl := sh.slot(int32(i)); !sl.live || sl.gen != gen {
+		return -1
+	}
+	return int32(i)
+}
+
+const (
+	pageBits = 12
+	pageSize = 1 << pageBits
+)
+
+func (sh *shard) slot(i int32) *slot { return &sh.pages[i>>pageBits][i&(pageSize-1)] }
+
+// index lists m in its due bucket.
+func (sh *shard) index(m *store.Message) {
 	k := m.Due / BucketWidth
 	b := sh.buckets[k]
 	if b == nil {
@@ -303,13 +371,8 @@ func (sh *shard) put(m *store.Message) {
 	b.live++
 }
 
-// take removes a pending message and returns it.
-func (sh *shard) take(id store.ID) *store.Message {
-	m := sh.pending[id]
-	if m == nil {
-		return nil
-	}
-	delete(sh.pending, id)
+// unindex takes m out of its due bucket's count (its entry goes stale).
+func (sh *shard) unindex(m *store.Message) {
 	k := m.Due / BucketWidth
 	b := sh.buckets[k]
 	b.live--
@@ -318,24 +381,68 @@ func (sh *shard) take(id store.ID) *store.Message {
 		delete(sh.buckets, k)
 		sh.order.Delete(k)
 	case len(b.ids) > 64 && b.live < len(b.ids)/4:
-		// Mostly stale: keep the live ones only.
+		// Mostly stale: keep the live ones only, once each.
 		keep := b.ids[:0]
+		seen := make(map[store.ID]bool, b.live)
 		for _, x := range b.ids {
-			if p := sh.pending[x]; p != nil && p.Due/BucketWidth == k {
+			if p := sh.get(x); p != nil && p.Due/BucketWidth == k && !seen[x] {
+				seen[x] = true
 				keep = append(keep, x)
 			}
 		}
 		clear(b.ids[len(keep):])
 		b.ids = keep
 	}
+}
+
+// get returns a pending message, or nil.
+func (sh *shard) get(id store.ID) *store.Message {
+	if i := sh.lookup(id); i >= 0 {
+		return &sh.slot(i).m
+	}
+	if len(sh.extra) > 0 {
+		return sh.extra[id]
+	}
+	return nil
+}
+
+// take removes a pending message and returns it.
+func (sh *shard) take(id store.ID) store.Message {
+	i := sh.lookup(id)
+	if i < 0 {
+		m := sh.extra[id]
+		delete(sh.extra, id)
+		sh.unindex(m)
+		sh.live--
+		return *m
+	}
+	sl := sh.slot(i)
+	m := sl.m
+	sh.unindex(&m)
+	sl.m, sl.live = store.Message{}, false
+	sl.gen++ // its IDs name nothing from now on
+	sh.live--
+	sh.free = append(sh.free, i)
 	return m
+}
+
+// move changes a pending message's due time and attempt in place.
+func (sh *shard) move(id store.ID, due int64, attempt uint32) {
+	m := sh.get(id)
+	if due/BucketWidth == m.Due/BucketWidth {
+		m.Due, m.Attempt = due, attempt // its bucket entry still holds
+		return
+	}
+	sh.unindex(m)
+	m.Due, m.Attempt = due, attempt
+	sh.index(m)
 }
 
 func (s *Store) pendingOf(id store.ID) *store.Message {
 	if id == 0 || id.Shard() >= len(s.shards) {
 		return nil
 	}
-	return s.shards[id.Shard()].pending[id]
+	return s.shards[id.Shard()].get(id)
 }
 
 // Resolve implements store.Store.
@@ -411,16 +518,13 @@ func (s *Store) Resolve(ctx context.Context, b store.Batch) ([]store.Appended, e
 		s.done[d.Reason]++
 	}
 	for _, u := range b.Update {
-		sh := s.shards[u.ID.Shard()]
-		m := sh.take(u.ID)
-		m.Due, m.Attempt = u.Due, u.Attempt
-		sh.put(m)
+		s.shards[u.ID.Shard()].move(u.ID, u.Due, u.Attempt)
 	}
 	now := s.opts.Now().UnixNano()
 	for _, d := range b.Dead {
 		m := s.shards[d.ID.Shard()].take(d.ID)
 		m.Attempt = d.Attempt
-		s.addDead(&store.DeadLetter{Message: *m, Reason: d.Reason, DeadAt: now})
+		s.addDead(&store.DeadLetter{Message: m, Reason: d.Reason, DeadAt: now})
 	}
 	out, fed := s.addNew(b.New)
 	s.commit(b.Ops()+len(b.New), fed)
@@ -494,7 +598,7 @@ func (s *Store) Scan(ctx context.Context, q store.ScanQuery) ([]store.Message, s
 		}
 		cands = cands[:0]
 		for _, id := range sh.buckets[k].ids {
-			m := sh.pending[id]
+			m := sh.get(id)
 			if m == nil || m.Due/BucketWidth != k || m.Due < q.From || m.Due >= q.To {
 				continue // stale, or outside the range
 			}
@@ -509,7 +613,10 @@ func (s *Store) Scan(ctx context.Context, q store.ScanQuery) ([]store.Message, s
 			}
 			return 1
 		})
-		for _, m := range cands {
+		for j, m := range cands {
+			if j > 0 && cands[j-1].ID == m.ID {
+				continue // listed twice in the bucket
+			}
 			if len(out) == limit {
 				full = true
 				return false
@@ -646,7 +753,7 @@ func (s *Store) ReplayDead(ctx context.Context, ids []store.ID, due int64) error
 		add[id.Shard()]++
 	}
 	for sh, n := range add {
-		if c := s.opts.Capacity; c > 0 && len(s.shards[sh].pending)+n > c {
+		if c := s.opts.Capacity; s.shards[sh].live+n > c {
 			return fmt.Errorf("%w: shard %d cannot take %d replayed messages (capacity %d)", store.ErrFull, sh, n, c)
 		}
 	}
@@ -655,7 +762,15 @@ func (s *Store) ReplayDead(ctx context.Context, ids []store.ID, due int64) error
 		m := s.dead[id].Message
 		delete(s.dead, id)
 		m.Due, m.Attempt = due, 0
-		s.shards[id.Shard()].put(&m)
+		sh := s.shards[id.Shard()]
+		if sh.extra == nil {
+			sh.extra = map[store.ID]*store.Message{}
+		}
+		p := new(store.Message)
+		*p = m
+		sh.extra[id] = p
+		sh.live++
+		sh.index(p)
 		fed[id.Shard()] = append(fed[id.Shard()], m)
 	}
 	s.commit(len(ids), fed)
@@ -711,7 +826,7 @@ func (s *Store) Stats() store.Stats {
 	st := store.Stats{Kind: "memory", Pending: make([]int64, len(s.shards)), Dead: int64(len(s.dead)),
 		Commits: s.commits, Records: s.records, DoneByReason: map[string]uint64{}}
 	for i, sh := range s.shards {
-		st.Pending[i] = int64(len(sh.pending))
+		st.Pending[i] = int64(sh.live)
 		st.PendingTotal += st.Pending[i]
 	}
 	for r := store.Reason(0); r < store.NumReasons; r++ {
@@ -730,7 +845,7 @@ func (s *Store) Close() error {
 	s.closed = true
 	s.owner = nil
 	for _, sh := range s.shards {
-		sh.pending, sh.buckets, sh.order = nil, nil, nil
+		sh.pages, sh.free, sh.buckets, sh.order = nil, nil, nil, nil
 	}
 	s.keys, s.dead, s.deadOrder = nil, nil, nil
 	return nil

@@ -22,6 +22,10 @@ var (
 	// ErrFull means a bounded store cannot take the messages; nothing was
 	// written.
 	ErrFull = errors.New("store: full")
+	// ErrInFlight means the message is being delivered by its owner, so a
+	// change to it (from Owner.Claim, or from a store that asked the
+	// owner) is refused; its delivery's outcome decides its fate.
+	ErrInFlight = errors.New("store: message in flight")
 )
 
 // Invalidf returns an error wrapping ErrInvalid.

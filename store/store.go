@@ -103,6 +103,16 @@ type Owner interface {
 	// Detach returns.
 	Detach(ctx context.Context, shard int)
 
+	// Claim takes message id of an attached shard out of the owner's
+	// hands while the store changes it for another process (a cancel or
+	// reschedule that reached the shard's owner through the store): the
+	// owner stops firing it and the feed leaves it alone until release,
+	// which gives back its new state (nil: no longer pending). It fails
+	// with an error wrapping ErrInFlight if the message is being
+	// delivered. A second Claim of the same ID waits for the first's
+	// release, or for ctx.
+	Claim(ctx context.Context, id ID) (release func(m *Message), err error)
+
 	// Feed reports changes to an attached shard, in commit order. It never
 	// blocks: the owner queues the change. The owner reads the messages
 	// after Feed returns, so the store must not reuse them.

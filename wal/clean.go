@@ -158,6 +158,12 @@ func sumFile(fs vfs.FS, p string, buf []byte) (int64, uint32, error) {
 // writeCleanRecord sums every recorded file of dir and writes the record,
 // synced, as the last thing Close does.
 func writeCleanRecord(fs vfs.FS, dir string, rec *cleanRecord) error {
+	// Every earlier change of the directory (Pebble's last file deletions)
+	// is made durable first: a crash that keeps the record must not bring
+	// back a file the record does not list.
+	if err := syncDir(fs, dir); err != nil {
+		return err
+	}
 	st, err := readDir(fs, dir)
 	if err != nil {
 		return err

@@ -133,6 +133,28 @@ type group struct {
 }
 
 // feed records m (with its ID) for the owner's feed.
+// growFeed makes room in the feed for msgs, so that it grows once per
+// call rather than by doubling.
+func (g *group) growFeed(msgs []store.Message) {
+	if g.fed == nil {
+		g.fed = map[int][]store.Message{}
+	}
+	if len(msgs) > 0 && msgs[0].Shard == msgs[len(msgs)-1].Shard {
+		// Most calls hold one shard's messages (a cascade, a small batch).
+		g.fed[msgs[0].Shard] = slices.Grow(g.fed[msgs[0].Shard], len(msgs))
+		return
+	}
+	var per [store.MaxShards]int32
+	for i := range msgs {
+		per[msgs[i].Shard]++
+	}
+	for sh, n := range per {
+		if n > 0 {
+			g.fed[sh] = slices.Grow(g.fed[sh], int(n))
+		}
+	}
+}
+
 func (g *group) feed(m *store.Message) {
 	if g.fed == nil {
 		g.fed = map[int][]store.Message{}
@@ -571,6 +593,7 @@ func (w *writer) appendReq(g *group, msgs []store.Message) ([]store.Appended, er
 // addNew assigns IDs and encodes new messages. It cannot fail.
 func (w *writer) addNew(g *group, msgs []store.Message, looks []keyLookup) []store.Appended {
 	out := make([]store.Appended, len(msgs))
+	g.growFeed(msgs)
 	horizon := w.s.opts.Horizon
 	for i := range msgs {
 		m := &msgs[i]

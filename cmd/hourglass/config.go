@@ -286,7 +286,8 @@ name other places: %s.
 
 API calls need "Authorization: Bearer TOKEN": an admin token may do everything,
 a read token only read. The dashboard's files and /api/v1/health and
-/api/v1/ready need no token. Local queues (local://) are not available here:
+/api/v1/ready need no token. GET /metrics serves Prometheus metrics to a read
+or admin token. Local queues (local://) are not available here:
 they need handlers in the process that embeds the engine.
 
 SIGTERM or SIGINT stops accepting connections, drains requests and deliveries in

@@ -1,10 +1,17 @@
 // Command hourglass runs and operates a Hourglass engine.
 //
 //	hourglass serve [flags]    the engine behind an HTTP JSON API and a web dashboard
+//	hourglass inspect [flags]  what a stopped engine's store holds
+//	hourglass check [flags]    verify a stopped engine's store; exit 1 on damage
+//	hourglass list [flags]     pending messages as JSON lines, filtered
+//	hourglass get [flags] ID   messages by ID or idempotency key as JSON lines
+//	hourglass dump [flags]     every pending message and dead letter as JSON lines
+//	hourglass dlq list|replay|purge [flags]
+//	                           a stopped engine's dead letters
 //	hourglass <command> -h     a command's flags
 //
 // Each command is one entry of commands() with its own flag set, so adding
-// one (the offline store commands, say) is one function and one line.
+// one is one function and one line.
 package main
 
 import (
@@ -16,6 +23,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 )
 
 // env is what a command may touch of the process, so tests can run
@@ -23,6 +31,17 @@ import (
 type env struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
+	// now tells the offline commands the time (due histograms, -in); nil
+	// means time.Now.
+	now func() time.Time
+}
+
+// clock returns the time now.
+func (e *env) clock() time.Time {
+	if e.now != nil {
+		return e.now()
+	}
+	return time.Now()
 }
 
 // command is one subcommand. run parses its own flags from args; it returns
@@ -36,6 +55,12 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"serve", "run an engine behind the HTTP JSON API and the web dashboard", runServe},
+		{"inspect", "print what a stopped engine's store holds: counts, due times, shards, size", runInspect},
+		{"check", "verify a stopped engine's store offline; exit 1 on damage", runCheck},
+		{"list", "print pending messages of a stopped engine's store as JSON lines, filtered", runList},
+		{"get", "print messages of a stopped engine's store by ID or key as JSON lines", runGet},
+		{"dump", "print every pending message and dead letter of a stopped engine's store", runDump},
+		{"dlq", "list, replay or purge a stopped engine's dead letters", runDLQ},
 	}
 }
 

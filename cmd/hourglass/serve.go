@@ -13,8 +13,13 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/hourglassmq/hourglass/admin"
 	"github.com/hourglassmq/hourglass/engine"
+	"github.com/hourglassmq/hourglass/metrics"
 	"github.com/hourglassmq/hourglass/transport"
 	"github.com/hourglassmq/hourglass/transport/kafka"
 	"github.com/hourglassmq/hourglass/transport/nats"
@@ -99,7 +104,16 @@ func startServer(ctx context.Context, cfg Config, env *env) (_ *server, err erro
 	}
 	undo = append(undo, func() { _ = reg.Close() })
 
-	eo := engine.Options{Shards: cfg.Shards, Tick: cfg.Tick, Window: cfg.Window, Transports: reg, Logger: log}
+	// Metrics: the engine's collector and the Go runtime's and process's,
+	// on a registry of this server's own.
+	promReg := prometheus.NewRegistry()
+	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	col, err := metrics.New(promReg, metrics.Options{})
+	if err != nil {
+		return nil, err
+	}
+
+	eo := engine.Options{Shards: cfg.Shards, Tick: cfg.Tick, Window: cfg.Window, Transports: reg, Logger: log, Events: col.Events()}
 	store := "memory: NOTHING SURVIVES A RESTART"
 	if !cfg.Memory {
 		eo.Dir = cfg.Dir
@@ -118,11 +132,17 @@ func startServer(ctx context.Context, cfg Config, env *env) (_ *server, err erro
 		return nil, err
 	}
 	undo = append(undo, func() { _ = eng.Close() })
+	col.Watch(eng)
 
 	h := admin.New(eng, admin.Options{
 		ReadOnly: cfg.ReadOnly, RefreshInterval: cfg.Refresh, MaxBody: cfg.MaxBody, MaxBatch: cfg.MaxBatch, Logger: log,
 	})
 	undo = append(undo, h.Close)
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn), ErrorHandling: promhttp.ContinueOnError,
+	}))
+	mux.Handle("/", h)
 
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -137,7 +157,7 @@ func startServer(ctx context.Context, cfg Config, env *env) (_ *server, err erro
 		cfg: cfg, log: log, eng: eng, reg: reg, admin: h, ln: ln,
 		url: scheme + "://" + ln.Addr().String() + "/",
 		http: &http.Server{
-			Handler:           tokens.authenticate(h),
+			Handler:           tokens.authenticate(mux),
 			ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 			ReadTimeout:       cfg.ReadTimeout,
 			WriteTimeout:      cfg.WriteTimeout,
@@ -158,6 +178,7 @@ func startServer(ctx context.Context, cfg Config, env *env) (_ *server, err erro
 	}
 	fmt.Fprintf(w, "  dashboard:  %s\n", s.url)
 	fmt.Fprintf(w, "  API:        %sapi/v1/\n", s.url)
+	fmt.Fprintf(w, "  metrics:    %smetrics (Prometheus; needs a read or admin token)\n", s.url)
 	if tlsConf == nil && !isLoopback(ln.Addr()) {
 		log.Warn("serve: listening beyond loopback without TLS: tokens and payloads cross the network in clear text; set -tls-cert and -tls-key", "addr", ln.Addr().String())
 	}

@@ -472,3 +472,66 @@ func TestOperationsDocConfig(t *testing.T) {
 	require.Equal(t, "nats://10.0.4.30:4222", cfg.NATS.URL)
 	require.Equal(t, []string{"orders", "reminders"}, cfg.Kafka.Topics)
 }
+
+// TestMetricsThroughServe: /metrics needs a read or admin token, serves the
+// engine's collector and the Go runtime's, and counts what serve's engine
+// does (a webhook delivered to a receiver on loopback).
+func TestMetricsThroughServe(t *testing.T) {
+	got := make(chan string, 4)
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.URL.Path
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer recv.Close()
+	u, err := url.Parse(recv.URL)
+	require.NoError(t, err)
+	cfg := memConfig()
+	cfg.Webhook.Allow = []string{u.Host}
+	s := startTest(t, cfg, tokenVars())
+	require.Contains(t, s.stdout.String(), "metrics:    "+s.url+"metrics (Prometheus; needs a read or admin token)")
+
+	scrape := func(token string) (int, string) {
+		req, err := http.NewRequest("GET", s.url+"metrics", nil)
+		require.NoError(t, err)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := s.client.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp.StatusCode, string(b)
+	}
+	st, body := scrape("")
+	require.Equal(t, http.StatusUnauthorized, st, body)
+	st, _ = scrape("not-a-token-at-all-123")
+	require.Equal(t, http.StatusUnauthorized, st)
+	st, body = scrape(readToken)
+	require.Equal(t, http.StatusOK, st)
+	for _, want := range []string{
+		`hourglass_messages_scheduled_total{dest="other"} 0` + "\n",
+		`hourglass_store_info{kind="memory"} 1` + "\n",
+		"hourglass_shards_attached ",
+		"go_goroutines ",
+	} {
+		require.Contains(t, body, want)
+	}
+
+	st, out := s.call(t, adminToken, "POST", "api/v1/messages", `{"dest":"`+recv.URL+`/hook"}`)
+	require.Equal(t, http.StatusCreated, st, "%v", out)
+	select {
+	case p := <-got:
+		require.Equal(t, "/hook", p)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the webhook did not arrive")
+	}
+	label := `{dest="http://` + u.Host + `"}`
+	require.Eventually(t, func() bool {
+		_, body = scrape(adminToken)
+		return strings.Contains(body, "hourglass_messages_delivered_total"+label+" 1\n")
+	}, 10*time.Second, 5*time.Millisecond, "the outcome is counted once committed")
+	require.Contains(t, body, "hourglass_messages_scheduled_total"+label+" 1\n")
+	require.Contains(t, body, "hourglass_messages_fired_total"+label+" 1\n")
+	require.Contains(t, body, "hourglass_fire_lateness_seconds_count 1\n")
+}

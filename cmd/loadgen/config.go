@@ -32,6 +32,9 @@ type config struct {
 	Replay      string        `json:"replay,omitempty"`
 	Crash       int           `json:"crash,omitempty"`
 	Seed        uint64        `json:"seed"`
+	FindRate    bool          `json:"find_rate,omitempty"`
+	Step        time.Duration `json:"step,omitempty"`
+	MaxRate     float64       `json:"max_rate,omitempty"`
 	Quiet       bool          `json:"-"`
 
 	// child marks a process started by -crash; logs is where it records
@@ -75,6 +78,9 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.Crash, "crash", 0, "run the engine in a child process, SIGKILL it this many times, restart it on the same store, and check every acknowledged message was delivered")
 	fs.Uint64Var(&c.Seed, "seed", 0, "random seed (0: a fresh one, printed in the report)")
 	fs.BoolVar(&c.Quiet, "quiet", false, "no progress lines")
+	fs.BoolVar(&c.FindRate, "find-rate", false, "search for the highest -rate the engine sustains with p99 lateness <= 10 ms (from -rate, default 25000/s, doubling, then bisecting with runs of -step, then confirming over -duration); reports sustainable_rate")
+	fs.DurationVar(&c.Step, "step", 10*time.Second, "how long each -find-rate search step schedules")
+	fs.Float64Var(&c.MaxRate, "max-rate", 10_000_000, "the highest rate -find-rate tries")
 	fs.BoolVar(&c.child, "child", false, "internal: run as the child of -crash")
 	fs.StringVar(&c.logs, "logs", "", "internal: the child's log directory")
 	fs.BoolVar(&c.produce, "produce", true, "internal: whether the child schedules new messages")
@@ -84,6 +90,15 @@ func parseFlags(args []string) (config, error) {
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q; every setting is a flag (see -h)", fs.Arg(0))
+	}
+	if c.FindRate {
+		// The sustainable rate is defined over 30 s: the confirming run's
+		// default.
+		set := false
+		fs.Visit(func(f *flag.Flag) { set = set || f.Name == "duration" })
+		if !set {
+			c.Duration = 30 * time.Second
+		}
 	}
 	return c, c.validate()
 }
@@ -140,6 +155,15 @@ func (c *config) validate() error {
 	}
 	if c.Mem && (c.Dir != "" || c.Replay != "" || c.Crash > 0) {
 		bad("-mem has no store, so it cannot go with -dir, -replay or -crash")
+	}
+	if c.FindRate && (c.Replay != "" || c.Crash > 0 || c.Dir != "") {
+		bad("-find-rate runs a fresh temporary store at each rate; it does not go with -dir, -replay or -crash")
+	}
+	if c.MaxRate <= 0 || math.IsNaN(c.MaxRate) {
+		bad("-max-rate %v: must be positive", c.MaxRate)
+	}
+	if c.Step <= 0 {
+		bad("-step %v: must be positive", c.Step)
 	}
 	if c.Replay != "" && c.Crash > 0 {
 		bad("-replay and -crash are separate modes; choose one")

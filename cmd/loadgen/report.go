@@ -28,7 +28,11 @@ type report struct {
 	HeapBytesPerPending float64   `json:"heap_bytes_per_pending"`
 	StoreBytes          int64     `json:"store_bytes"`
 	Recovery            *recovery `json:"recovery,omitempty"`
-	Config              config    `json:"config"`
+	// SustainableRate and Steps are -find-rate's: the rate found, and
+	// every run of the search (the other figures are the confirming run's).
+	SustainableRate *float64   `json:"sustainable_rate,omitempty"`
+	Steps           []findStep `json:"steps,omitempty"`
+	Config          config     `json:"config"`
 
 	unexpected int64 // delivered but never acknowledged; text report only
 }
@@ -77,6 +81,9 @@ func (r *report) print(out io.Writer) {
   store          %.1f MiB
 `, r.AckLatencyMs.P50, r.AckLatencyMs.P99, r.AckLatencyMs.P999,
 			r.PeakPending, r.HeapBytesPerPending, float64(r.RSSPeakBytes)/(1<<20), float64(r.StoreBytes)/(1<<20))
+	}
+	if r.SustainableRate != nil {
+		fmt.Fprintf(out, "  sustainable    %.0f/s (p99 lateness <= %.0f ms; the figures above are of the confirming run)\n", *r.SustainableRate, maxSustainableP99)
 	}
 	if r.Recovery != nil {
 		fmt.Fprintf(out, "  recovery       %d messages, first fire after %.1f ms, fully loaded after %.1f ms\n",
