@@ -418,6 +418,21 @@ func testDead(t *testing.T, h Harness) {
 	require.True(t, slices.IsSortedFunc(all, func(a, b store.DeadLetter) int {
 		return cmp.Compare(a.Message.ID, b.Message.ID)
 	}), "dead letters page in ID order")
+	page, next, err := s.ListDead(ctx, store.DeadQuery{After: all[4].Message.ID, Limit: 5})
+	require.NoError(t, err)
+	require.Len(t, page, 5)
+	require.Zero(t, next, "an exactly full last page says no page follows")
+	page, next, err = s.ListDead(ctx, store.DeadQuery{After: ^store.ID(0)})
+	require.NoError(t, err)
+	require.Empty(t, page, "nothing follows the largest ID; the cursor must not wrap")
+	require.Zero(t, next)
+	for _, id := range []store.ID{0, store.MakeID(2, 1), store.MakeID(store.MaxShards-1, 1)} {
+		require.ErrorIs(t, s.ReplayDead(ctx, []store.ID{id}, 1), store.ErrNotFound, "id %s names nothing", id)
+		_, err := s.PurgeDead(ctx, []store.ID{id})
+		require.ErrorIs(t, err, store.ErrNotFound, "id %s names nothing", id)
+		_, err = s.Resolve(ctx, store.Batch{Done: []store.Done{{ID: id}}})
+		require.ErrorIs(t, err, store.ErrNotFound, "id %s names nothing", id)
+	}
 	ids := []store.ID{app[0].ID, app[1].ID}
 	// All or nothing.
 	require.ErrorIs(t, s.ReplayDead(ctx, append(slices.Clone(ids), store.MakeID(0, 999)), 77), store.ErrNotFound)
