@@ -847,10 +847,10 @@ func TestCatalogueBatchAllOrNothing(t *testing.T) {
 // that spans two store calls for lack of room (ErrFull, whose doc says
 // "Nothing was scheduled") must not have committed the first call.
 func TestCatalogueBatchFullIsAllOrNothing(t *testing.T) {
-	h, ids := hostile(t, "memory", Options{Shards: 1, MaxPending: store.MaxCallMessages + 5})
+	h, ids := hostile(t, "memory", Options{Shards: 1, MaxPending: 1000})
 	runRefusals(t, h, ids, []refusal{
-		{"batch of 16400 into room for 16387", func(h *harness, _ map[string]ID) error {
-			msgs := make([]Message, 16400)
+		{"a batch of 1000 into room for 997", func(h *harness, _ map[string]ID) error {
+			msgs := make([]Message, 1000)
 			for i := range msgs {
 				msgs[i] = Message{Dest: "local://q", Due: t0.Add(time.Hour)}
 			}
@@ -861,6 +861,27 @@ func TestCatalogueBatchFullIsAllOrNothing(t *testing.T) {
 			return err
 		}, ErrFull, []string{"capacity"}},
 	})
+}
+
+// A batch larger than one store call is scheduled in groups of
+// store.MaxCallMessages; when a later group does not fit, the call says
+// how many went in and returns exactly their IDs.
+func TestBatchLargerThanOneStoreCallSaysWhatWasScheduled(t *testing.T) {
+	h := newHarness(t, "memory", Options{Shards: 1, MaxPending: store.MaxCallMessages + 5, Queues: []Queue{{Name: "q"}}})
+	msgs := make([]Message, store.MaxCallMessages+16)
+	for i := range msgs {
+		msgs[i] = Message{Dest: "local://q", Due: t0.Add(time.Hour)}
+	}
+	got, err := h.e.ScheduleBatch(bg, msgs)
+	require.ErrorIs(t, err, ErrFull)
+	require.Contains(t, err.Error(), fmt.Sprintf("the first %d messages were scheduled", store.MaxCallMessages))
+	require.Len(t, got, store.MaxCallMessages)
+	for _, id := range got {
+		info, err := h.e.Get(bg, id)
+		require.NoError(t, err)
+		require.Equal(t, StatePending, info.State)
+	}
+	require.EqualValues(t, store.MaxCallMessages, h.e.Stats().StorePending)
 }
 
 // TestCatalogueDeadLetterCursor: a DeadLetters cursor at the end of the ID

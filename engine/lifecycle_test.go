@@ -200,9 +200,12 @@ func TestCloseStopsAtOnce(t *testing.T) {
 			h.open()
 			h.settle()
 			require.Len(t, h.deliveries(), 4, "the abandoned messages are delivered after a restart")
+			var got []ID
 			for _, r := range h.deliveries() {
 				require.Equal(t, 1, r.attempt, "an abandoned attempt is not counted")
+				got = append(got, r.id)
 			}
+			require.ElementsMatch(t, ids, got, "under the IDs they were scheduled with")
 		} else {
 			h.e = nil
 		}
@@ -616,6 +619,9 @@ func TestMaxPendingKeepsTheEarliestInRAM(t *testing.T) {
 	h.schedule("local://q", time.Second, "soon")
 	h.advance(time.Second)
 	require.Equal(t, []string{"soon"}, payloads(h.deliveries()), "the message due in 1 s waits behind ten due in 50 s")
+	require.EqualValues(t, 1, h.e.Stats().Evicted, "the latest eighth (one of ten) made room")
+	h.advance(50 * time.Second)
+	require.Len(t, h.deliveries(), 11, "the evicted message is paged in again and delivered")
 }
 
 // TestPerDestinationStateIsBounded: per-destination state does not grow

@@ -78,8 +78,6 @@ const (
 	actCascadeFail
 )
 
-var actNames = [...]string{"ok", "cascade", "fail", "retry-in", "panic", "reject", "cascade-then-fail"}
-
 type action struct {
 	kind     actKind
 	retryIn  time.Duration

@@ -47,8 +47,9 @@ type Options struct {
 	// (and its idempotency key freed). Default DefaultMaxDead; negative
 	// means unbounded.
 	MaxDead int
-	// DeadRetention drops dead letters older than this. Default 0: kept
-	// until MaxDead pushes them out or they are purged.
+	// DeadRetention drops dead letters older than this (checked whenever
+	// dead letters or keys are read or written). Default 0: kept until
+	// MaxDead pushes them out or they are purged.
 	DeadRetention time.Duration
 	// MaxPayload bounds Message.Payload. Default: the engine's
 	// (store.Env.MaxPayload), else store.DefaultMaxPayload.
@@ -246,6 +247,9 @@ func (s *Store) Append(ctx context.Context, msgs []store.Message) ([]store.Appen
 		defer unlock()
 		s.keyMu.Lock()
 		defer s.keyMu.Unlock()
+		s.deadMu.Lock()
+		s.expireDead()
+		s.deadMu.Unlock()
 		if err := s.checkRoom(msgs, per, nil); err != nil {
 			return nil, err
 		}
@@ -467,10 +471,9 @@ func (s *Store) Resolve(ctx context.Context, b store.Batch) ([]store.Appended, e
 	if keyed || len(b.Dead) > 0 {
 		s.keyMu.Lock()
 		defer s.keyMu.Unlock()
-	}
-	if len(b.Dead) > 0 {
 		s.deadMu.Lock()
 		defer s.deadMu.Unlock()
+		s.expireDead()
 	}
 	if err := s.checkRoom(b.New, per, free); err != nil {
 		return nil, err
@@ -510,6 +513,15 @@ func (s *Store) addDead(d *store.DeadLetter) {
 	s.dead[d.Message.ID] = d
 	s.deadOrder = append(s.deadOrder, d.Message.ID)
 	s.trimDead(d.DeadAt)
+}
+
+// expireDead drops dead letters older than DeadRetention, so that one is
+// gone (and its key free) once its time is up, not only when another
+// dies. Callers hold keyMu and deadMu.
+func (s *Store) expireDead() {
+	if s.opts.DeadRetention > 0 {
+		s.trimDead(s.opts.Now().UnixNano())
+	}
 }
 
 func (s *Store) trimDead(now int64) {
@@ -601,6 +613,9 @@ func (s *Store) Lookup(ctx context.Context, key string) (store.ID, error) {
 	}
 	defer s.leave()
 	s.keyMu.Lock()
+	s.deadMu.Lock()
+	s.expireDead()
+	s.deadMu.Unlock()
 	id, ok := s.keys[key]
 	s.keyMu.Unlock()
 	if ok && key != "" {
@@ -618,8 +633,11 @@ func (s *Store) GetDead(ctx context.Context, id store.ID) (store.DeadLetter, err
 		return store.DeadLetter{}, err
 	}
 	defer s.leave()
+	s.keyMu.Lock()
+	defer s.keyMu.Unlock()
 	s.deadMu.Lock()
 	defer s.deadMu.Unlock()
+	s.expireDead()
 	if d := s.dead[id]; d != nil {
 		return *d, nil
 	}
@@ -640,8 +658,11 @@ func (s *Store) ListDead(ctx context.Context, q store.DeadQuery) ([]store.DeadLe
 		return nil, 0, err
 	}
 	defer s.leave()
+	s.keyMu.Lock()
+	defer s.keyMu.Unlock()
 	s.deadMu.Lock()
 	defer s.deadMu.Unlock()
+	s.expireDead()
 	ids := make([]store.ID, 0, len(s.dead))
 	for id := range s.dead {
 		if id > q.After {
@@ -710,6 +731,7 @@ func (s *Store) ReplayDead(ctx context.Context, ids []store.ID, due int64) error
 	defer s.keyMu.Unlock()
 	s.deadMu.Lock()
 	defer s.deadMu.Unlock()
+	s.expireDead()
 	if err := s.deadOf("replay", ids); err != nil {
 		return err
 	}
@@ -746,6 +768,7 @@ func (s *Store) PurgeDead(ctx context.Context, ids []store.ID) (int, error) {
 	defer s.keyMu.Unlock()
 	s.deadMu.Lock()
 	defer s.deadMu.Unlock()
+	s.expireDead()
 	if err := s.deadOf("purge", ids); err != nil {
 		return 0, err
 	}
@@ -793,9 +816,12 @@ func (s *Store) Stats() store.Stats {
 		x.mu.Unlock()
 		st.PendingTotal += st.Pending[i]
 	}
+	s.keyMu.Lock()
 	s.deadMu.Lock()
+	s.expireDead()
 	st.Dead = int64(len(s.dead))
 	s.deadMu.Unlock()
+	s.keyMu.Unlock()
 	for r := store.Reason(0); r < store.NumReasons; r++ {
 		st.DoneByReason[r.String()] = s.done[r].Load()
 	}
