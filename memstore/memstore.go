@@ -253,9 +253,7 @@ func (s *Store) Append(ctx context.Context, msgs []store.Message) ([]store.Appen
 		if err := s.checkRoom(msgs, per, nil); err != nil {
 			return nil, err
 		}
-		for sh, idx := range per {
-			s.feed(sh, s.addNew(sh, msgs, idx, out))
-		}
+		s.feedAll(s.addKeyed(msgs, out))
 		s.counted(len(msgs))
 		return out, nil
 	}
@@ -330,16 +328,29 @@ func (s *Store) checkRoom(msgs []store.Message, per [][]int, free []int) error {
 	return nil
 }
 
-// addNew assigns IDs to the messages idx of msgs, all of shard sh, stores
-// them and returns them for the feed; out gets their results. The caller
-// holds the shard's lock, and keyMu if any has a key.
+// addNew assigns IDs to the messages idx of msgs, all of shard sh and
+// none with a key, stores them and returns them for the feed; out gets
+// their results. The caller holds the shard's lock.
 func (s *Store) addNew(sh int, msgs []store.Message, idx []int, out []store.Appended) []store.Message {
-	if len(idx) == 0 {
-		return nil
-	}
 	x := s.shards[sh]
 	fed := make([]store.Message, 0, len(idx))
 	for _, i := range idx {
+		m := msgs[i]
+		x.add(&m)
+		out[i] = store.Appended{ID: m.ID}
+		fed = append(fed, m)
+	}
+	return fed
+}
+
+// addKeyed stores msgs in their order, so that of two messages with one
+// key the first is stored and the second answered with its ID; a key
+// already known answers with the stored ID. It returns the new messages
+// by shard, for the feed; out gets every message's result. The caller
+// holds the locks of every shard msgs name, and keyMu.
+func (s *Store) addKeyed(msgs []store.Message, out []store.Appended) [][]store.Message {
+	fed := make([][]store.Message, len(s.shards))
+	for i := range msgs {
 		m := msgs[i]
 		if m.Key != "" {
 			if id, ok := s.keys[m.Key]; ok {
@@ -347,14 +358,21 @@ func (s *Store) addNew(sh int, msgs []store.Message, idx []int, out []store.Appe
 				continue
 			}
 		}
-		x.add(&m)
+		s.shards[m.Shard].add(&m)
 		if m.Key != "" {
 			s.keys[m.Key] = m.ID
 		}
 		out[i] = store.Appended{ID: m.ID}
-		fed = append(fed, m)
+		fed[m.Shard] = append(fed[m.Shard], m)
 	}
 	return fed
+}
+
+// feedAll feeds each shard its new messages. The caller holds their locks.
+func (s *Store) feedAll(fed [][]store.Message) {
+	for sh, msgs := range fed {
+		s.feed(sh, msgs)
+	}
 }
 
 func (s *Store) counted(records int) {
@@ -493,9 +511,7 @@ func (s *Store) Resolve(ctx context.Context, b store.Batch) ([]store.Appended, e
 		s.addDead(&store.DeadLetter{Message: m, Reason: d.Reason, DeadAt: now})
 	}
 	out := make([]store.Appended, len(b.New))
-	for sh, idx := range per {
-		s.feed(sh, s.addNew(sh, b.New, idx, out))
-	}
+	s.feedAll(s.addKeyed(b.New, out))
 	s.counted(b.Ops() + len(b.New))
 	return out, nil
 }
