@@ -30,6 +30,7 @@ func BenchmarkGCPauses(b *testing.B) {
 		var fired atomic.Int64
 		done := make(chan struct{})
 		e, err := Open(ctx, Options{Dir: b.TempDir(), Window: 2 * time.Hour, Logger: quietLogger(),
+			MaxPending: held, // hold every one in RAM, however many shards
 			Queues: []Queue{{Name: "q", Handler: func(context.Context, *Delivery) error {
 				if fired.Add(1) == work {
 					close(done)
