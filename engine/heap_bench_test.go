@@ -68,7 +68,7 @@ func liveHeap() uint64 {
 var flagFarN = flag.Int("engine.bench.far.n", 20_000_000, "BenchmarkFarFutureRSS: messages scheduled beyond the window")
 
 // BenchmarkFarFutureRSS schedules -engine.bench.far.n messages (default
-// 20M, 100-byte payloads) due one to two days ahead on a durable store with
+// 20M, 100-byte random payloads) due one to two days ahead on a durable store with
 // the default one-minute window, so all of them stay on disk, from 8
 // producers in batches of 1024. It reports the process's peak RSS
 // (VmHWM), the live heap per message, the store's size on disk and the
