@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"flag"
-	"fmt"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -208,7 +207,5 @@ func BenchmarkE2E(b *testing.B) {
 		}
 	})
 }
-
-var _ = fmt.Sprint
 
 var flagBenchDispatchers = flag.Int("engine.bench.dispatchers", 0, "Options.Dispatchers for the engine runs (0 = default)")

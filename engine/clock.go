@@ -32,8 +32,10 @@ type Timer interface {
 // kept apart from its wall time (FakeClock, to test wall-clock steps). When
 // a Clock does not implement it, the engine uses Now().Sub(origin).
 type MonoClock interface {
-	// Mono returns monotonic time since an arbitrary fixed origin.
-	Mono() time.Duration
+	// NowMono returns the current time and the monotonic time since an
+	// arbitrary fixed origin, read together: a reading of both is never
+	// torn by a concurrent change of the clock.
+	NowMono() (time.Time, time.Duration)
 }
 
 // RealClock is the system clock: time.Now and time.NewTimer.
@@ -51,10 +53,11 @@ func (r realTimer) C() <-chan time.Time   { return r.t.C }
 func (r realTimer) Stop() bool            { return r.t.Stop() }
 func (r realTimer) Reset(d time.Duration) { r.t.Reset(d) }
 
-// FakeClock is a Clock for tests. Time stands still until Advance or Set
-// moves it; timers whose deadline is reached then fire, in deadline order.
-// It has no monotonic reading, so the engine's monotonic time is the fake
-// wall time.
+// FakeClock is a Clock for tests. Time stands still until Advance moves it
+// (wall and monotonic time together) or StepWall steps the wall clock alone;
+// timers whose deadline the monotonic time reaches fire then, in deadline
+// order. It implements MonoClock, so the engine's wheels run on its
+// monotonic time and a wall-clock step can be tested.
 type FakeClock struct {
 	mu     sync.Mutex // guards now, mono and timers
 	now    time.Time
@@ -79,6 +82,13 @@ func (c *FakeClock) Mono() time.Duration {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.mono
+}
+
+// NowMono returns the fake time and monotonic time together (MonoClock).
+func (c *FakeClock) NowMono() (time.Time, time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now, c.mono
 }
 
 // Advance moves wall and monotonic time forward by d (d >= 0) and fires
@@ -124,7 +134,7 @@ func (c *FakeClock) setLocked(t time.Time) {
 	}
 }
 
-// NewTimer returns a timer driven by Advance and Set.
+// NewTimer returns a timer driven by Advance.
 func (c *FakeClock) NewTimer(d time.Duration) Timer {
 	ft := &fakeTimer{clock: c, c: make(chan time.Time, 1)}
 	ft.Reset(d)

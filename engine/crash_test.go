@@ -3,6 +3,7 @@ package engine
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -81,7 +82,10 @@ func crashChild() {
 		select {} // fire what is due until killed
 	}
 	if drain {
-		for {
+		// Everything is due by now; give it two minutes at most, so a
+		// stuck engine fails the test instead of running on.
+		deadline := time.Now().Add(2 * time.Minute)
+		for time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
 			if st := e.Stats(); st.StorePending == 0 && st.InFlight == 0 {
 				_ = e.Shutdown(context.Background())
@@ -89,6 +93,10 @@ func crashChild() {
 				os.Exit(0)
 			}
 		}
+		st := e.Stats()
+		fmt.Fprintf(os.Stderr, "child drain: still %d pending in the store, %d in flight, %d in RAM, lag %v after 2 minutes\n",
+			st.StorePending, st.InFlight, st.PendingTotal, st.LoaderLag)
+		os.Exit(4)
 	}
 	var wg sync.WaitGroup
 	for g := range 4 {
@@ -130,7 +138,11 @@ type crashLog struct {
 
 func runCrashChild(t *testing.T, dir string, round int, mode string, killAfter time.Duration, log *crashLog) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	// The child dies with the test: no child outlives a failed or timed-out
+	// parent.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), crashChildEnv+"="+mode, crashDirEnv+"="+dir, crashRoundEnv+"="+strconv.Itoa(round))
 	cmd.Stderr = os.Stderr
 	stdout, err := cmd.StdoutPipe()
@@ -172,6 +184,17 @@ func runCrashChild(t *testing.T, dir string, round int, mode string, killAfter t
 	err = cmd.Wait()
 	if killAfter == 0 {
 		require.NoError(t, err, "drain child failed")
+		return
+	}
+	// Only our SIGKILL may end a child: one that died by itself (a panic,
+	// an invariant check, a failed write) is a bug, not a crash to recover.
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		ws, ok := exit.Sys().(syscall.WaitStatus)
+		require.True(t, ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL,
+			"%s child (round %d) died by itself, not by the test's SIGKILL: %v", mode, round, err)
+	} else {
+		require.NoError(t, err, "%s child (round %d)", mode, round)
 	}
 }
 

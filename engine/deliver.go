@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -107,10 +108,10 @@ type handlerRun struct {
 type runSlot struct {
 	state atomic.Int32
 	// Written by the worker before state becomes slotRunning:
-	start  time.Time
-	cancel context.CancelCauseFunc
-	d      *Delivery
-	late   time.Duration
+	start time.Time
+	ctx   *handlerCtx
+	d     *Delivery
+	late  time.Duration
 	// Written by the worker before state becomes slotFinished:
 	err      error
 	panicked *PanicInfo
@@ -119,19 +120,69 @@ type runSlot struct {
 	overran bool
 }
 
-// deliveryCtx is a handler's ctx: cancelled by the engine at the deadline
-// (measured on the engine's Clock) or when the engine closes.
-type deliveryCtx struct {
-	context.Context
+// handlerCtx is a handler's ctx. Its deadline is the call's (on the
+// engine's Clock): the dispatcher cancels it then, and it ends too when the
+// engine closes (its parent, Engine.dctx, ends). It costs one small
+// allocation: the channel and the link to the parent are made only if the
+// handler asks for Done.
+type handlerCtx struct {
+	parent   context.Context
 	deadline time.Time
+	mu       sync.Mutex // guards the fields below
+	done     chan struct{}
+	err      error
+	unlink   func() bool
 }
 
-func (c deliveryCtx) Deadline() (time.Time, bool) { return c.deadline, true }
+func (c *handlerCtx) Deadline() (time.Time, bool) { return c.deadline, true }
+
+func (c *handlerCtx) Value(key any) any { return c.parent.Value(key) }
+
+func (c *handlerCtx) Done() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done == nil {
+		c.done = make(chan struct{})
+		if c.err != nil {
+			close(c.done)
+		} else {
+			c.unlink = context.AfterFunc(c.parent, func() { c.cancel(c.parent.Err()) })
+		}
+	}
+	return c.done
+}
+
+func (c *handlerCtx) Err() error {
+	if err := c.parent.Err(); err != nil {
+		c.cancel(err) // so that Done is closed whenever Err says so
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// cancel ends the ctx with err (the first call wins).
+func (c *handlerCtx) cancel(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return
+	}
+	c.err = err
+	if c.done != nil {
+		close(c.done)
+	}
+	if c.unlink != nil {
+		c.unlink()
+	}
+}
 
 // work runs slots of r until none is left. It reports whether the worker
 // was abandoned mid-handler (and must exit).
 func (r *handlerRun) work() bool {
 	e := r.e
+	// One clock reading ends a handler's run and starts the next one's.
+	start := e.clock.Now()
 	for {
 		j := int(r.next.Add(1)) - 1
 		if j >= len(r.msgs) {
@@ -139,21 +190,20 @@ func (r *handlerRun) work() bool {
 		}
 		sl := &r.slots[j]
 		m := &r.msgs[j]
-		start := e.clock.Now()
-		ctx, cancel := context.WithCancelCause(e.dctx)
 		deadline := start.Add(r.q.Timeout)
-		sl.start, sl.cancel = start, cancel
+		ctx := &handlerCtx{parent: e.dctx, deadline: deadline}
+		sl.start, sl.ctx = start, ctx
 		sl.d = newDelivery(e, m, start)
 		sl.late = start.Sub(time.Unix(0, m.Due))
 		if !sl.state.CompareAndSwap(slotWaiting, slotRunning) {
-			cancel(nil) // the engine is closing: not attempted
-			continue
+			continue // the engine is closing: not attempted
 		}
 		e.cnt.lateness.record(sl.late)
-		pan, err := callHandler(deliveryCtx{ctx, deadline}, r.q.Handler, sl.d)
+		pan, err := callHandler(ctx, r.q.Handler, sl.d)
 		sl.d.finish()
-		cancel(nil)
-		if err == nil && !e.clock.Now().Before(deadline) {
+		ctx.cancel(context.Canceled)
+		start = e.clock.Now()
+		if err == nil && !start.Before(deadline) {
 			err = overrun(r.q.Timeout)
 		}
 		sl.err, sl.panicked = err, pan
@@ -193,12 +243,17 @@ func (e *Engine) runHandlers(b *batch, pol *RetryPolicy) {
 		}
 		return
 	}
-	var live []int // indexes into b.msgs
-	r := &handlerRun{e: e, q: q}
+	live := make([]int, 0, len(b.msgs)) // indexes into b.msgs
 	for k := range b.msgs {
 		if b.res[k].kind == resDelivered {
 			live = append(live, k)
-			r.msgs = append(r.msgs, b.msgs[k])
+		}
+	}
+	r := &handlerRun{e: e, q: q, msgs: b.msgs}
+	if len(live) < len(b.msgs) {
+		r.msgs = make([]store.Message, len(live))
+		for j, k := range live {
+			r.msgs[j] = b.msgs[k]
 		}
 	}
 	r.slots = make([]runSlot, len(live))
@@ -216,7 +271,11 @@ func (e *Engine) runHandlers(b *batch, pol *RetryPolicy) {
 			break
 		}
 	}
-	r.wait(submit)
+	if r.wait(submit) && len(live) == len(b.msgs) {
+		// A worker may still read r.msgs, which is b's: b must not go
+		// back to its pool.
+		b.noPool = true
+	}
 	wall := e.clock.Now().UnixNano()
 	for j, k := range live {
 		sl := &r.slots[j]
@@ -260,8 +319,8 @@ func (e *Engine) runHandlers(b *batch, pol *RetryPolicy) {
 // wait waits until every slot of r finished or was abandoned: at its
 // deadline (the attempt fails; a replacement worker starts, and submit
 // hands the rest of the batch to it) or because the engine is closing
-// (no outcome).
-func (r *handlerRun) wait(submit func() bool) {
+// (no outcome). It reports whether any slot was abandoned.
+func (r *handlerRun) wait(submit func() bool) (abandoned bool) {
 	e, q := r.e, r.q
 	timer := e.clock.NewTimer(q.Timeout)
 	defer timer.Stop()
@@ -285,9 +344,10 @@ func (r *handlerRun) wait(submit func() bool) {
 					next = minTime(next, dl)
 					continue
 				}
-				sl.cancel(context.DeadlineExceeded)
+				sl.ctx.cancel(context.DeadlineExceeded)
 				sl.d.finish()
 				sl.overran = true
+				abandoned = true
 				remaining--
 				q.spawn() // the stuck worker exits when its handler returns
 				if int(r.next.Load()) < len(r.slots) {
@@ -303,9 +363,10 @@ func (r *handlerRun) wait(submit func() bool) {
 					sl.d.finish()
 				}
 			}
-			return
+			return true
 		}
 	}
+	return abandoned
 }
 
 func minTime(a, b time.Time) time.Time {

@@ -50,6 +50,9 @@ type batch struct {
 	// late[k] is message k's lateness at hand-off to its handler or
 	// transport; notHanded when it was not handed off.
 	late []time.Duration
+	// noPool: an abandoned handler worker may still read msgs, so the
+	// batch is left to the garbage collector.
+	noPool bool
 }
 
 func (e *Engine) newBatch(s *shard, d *dest, n int) *batch {
@@ -68,6 +71,9 @@ func (e *Engine) newBatch(s *shard, d *dest, n int) *batch {
 
 // putBatch returns b to the pool (its reference to d is the caller's).
 func (e *Engine) putBatch(b *batch) {
+	if b.noPool {
+		return
+	}
 	clear(b.msgs)
 	clear(b.cascades)
 	b.idx, b.msgs, b.res, b.cascades, b.late = b.idx[:0], b.msgs[:0], b.res[:0], b.cascades[:0], b.late[:0]

@@ -76,10 +76,13 @@ type Engine struct {
 	handlerGoroutines sync.Map
 
 	batchPool sync.Pool
+	replies   sync.Pool // chan reply, for shard.ask
 
 	// busy counts messages taken off a wheel whose outcome is not yet
-	// applied; progress is signalled whenever it drops.
+	// applied; progress is signalled whenever it drops, and epoch counts
+	// the drops (WaitIdle's proof that nothing finished while it looked).
 	busy     atomic.Int64
+	epoch    atomic.Uint64
 	progress chan struct{}
 
 	cnt      counters
@@ -114,7 +117,8 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 	e.dctx, e.dstop = context.WithCancel(context.Background())
 	e.origin = e.clock.Now()
 	if mc, ok := e.clock.(MonoClock); ok {
-		e.mono, e.monoOrigin = mc, mc.Mono()
+		_, e.monoOrigin = mc.NowMono()
+		e.mono = mc
 	}
 	e.openedAt, e.openWall = e.origin, e.origin.UnixNano()
 	for _, q := range opts.Queues {
@@ -250,10 +254,11 @@ func (o owner) Feed(i int, c store.Change) {
 // nowNs returns wall-clock unix nanoseconds and monotonic nanoseconds since
 // Open.
 func (e *Engine) nowNs() (wall, mono int64) {
-	t := e.clock.Now()
 	if e.mono != nil {
-		return t.UnixNano(), int64(e.mono.Mono() - e.monoOrigin)
+		t, m := e.mono.NowMono()
+		return t.UnixNano(), int64(m - e.monoOrigin)
 	}
+	t := e.clock.Now()
 	return t.UnixNano(), int64(t.Sub(e.origin))
 }
 
@@ -319,6 +324,7 @@ func (e *Engine) busyDone(n int) {
 		return
 	}
 	e.busy.Add(-int64(n))
+	e.epoch.Add(1)
 	select {
 	case e.progress <- struct{}{}:
 	default:
@@ -347,7 +353,8 @@ func (e *Engine) attached() []*shard {
 //
 // Called from a handler, Shutdown cannot wait for that handler: it starts
 // the shutdown and returns nil at once; the engine finishes closing after
-// the handler returns (Done tells when). A second call returns ErrClosed.
+// the handler returns, or when ctx ends (Done tells when). A second call
+// returns ErrClosed.
 func (e *Engine) Shutdown(ctx context.Context) error {
 	e.gate.Lock()
 	if e.closed {
@@ -357,7 +364,9 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 	e.closed = true
 	e.gate.Unlock()
 	if e.inHandler() {
-		go func() { _ = e.shutdown(context.WithoutCancel(ctx)) }()
+		// It cannot wait here for its own handler; ctx still bounds the
+		// wait for the others (Close's ends at once).
+		go func() { _ = e.shutdown(ctx) }()
 		return nil
 	}
 	return e.shutdown(ctx)
@@ -435,15 +444,18 @@ func (e *Engine) WaitIdle(ctx context.Context) error {
 	}
 	defer e.leave()
 	for {
-		quiet := e.barrier()
+		// Quiet means: no message in flight, every shard quiet when its
+		// barrier ran, and nothing finished meanwhile (a delivery that
+		// finished could have cascaded to a shard already passed).
+		ep := e.epoch.Load()
 		if e.busy.Load() == 0 {
-			if quiet {
+			if e.barrier() && e.busy.Load() == 0 && e.epoch.Load() == ep {
 				return nil
 			}
 			if err := ctx.Err(); err != nil {
 				return fmt.Errorf("engine: wait idle: %w", err)
 			}
-			continue // the barrier did work: look again
+			continue // something moved: look again
 		}
 		select {
 		case <-e.progress:

@@ -361,7 +361,9 @@ func TestParallelismAndSlowDestination(t *testing.T) {
 	require.EqualValues(t, 30, h.e.Stats().Delivered)
 }
 
-func TestPushBackBoundedReady(t *testing.T) {
+// With a ready bound and batches far smaller than the backlog, every due
+// message still goes out, and nothing is left in flight.
+func TestTinyReadyBoundAndBatchDeliverEverything(t *testing.T) {
 	h := newHarness(t, "memory", Options{Shards: 1, MaxReady: 16, MaxBatch: 4, Dispatchers: 2, Queues: []Queue{{Name: "q"}}})
 	var msgs []Message
 	for i := range 1000 {

@@ -28,6 +28,9 @@ type Events struct {
 	// HandlerPanic reports a local handler that panicked (the attempt
 	// counts as failed), with the stack.
 	HandlerPanic func(PanicInfo)
+	// Expired reports a message dropped past its deliver-by time (when due,
+	// or when its retry would come after it).
+	Expired func(ExpiredInfo)
 	// StoreFailed reports the store becoming failed; the engine refuses
 	// further work until it is reopened (Engine.Err).
 	StoreFailed func(err error)
@@ -81,6 +84,13 @@ type DeadLetterInfo struct {
 	Dest     string
 	Attempts int
 	Reason   string
+}
+
+// ExpiredInfo describes an expired message.
+type ExpiredInfo struct {
+	ID      ID
+	Dest    string
+	Expires time.Time
 }
 
 // PanicInfo describes a handler panic.

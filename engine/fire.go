@@ -50,14 +50,14 @@ func (s *shard) popDue() {
 	for _, ref := range s.refs {
 		i := int32(ref)
 		it := s.item(i)
-		if it.m.Due > wall {
+		if it.due > wall {
 			// The wheel runs on the monotonic clock; the wall clock says it
 			// is early (it stepped back). Never deliver early: wait more.
 			s.e.cnt.earlyCaught.Add(1)
-			it.h = s.w.Insert(store.SatAdd(mono, it.m.Due-wall), ref)
+			it.h = s.w.Insert(store.SatAdd(mono, it.due-wall), ref)
 			continue
 		}
-		q := s.readyFor(it.m.Dest)
+		q := s.readyFor(s.destName(i))
 		it.state = stReady
 		q.idx = append(q.idx, i)
 		s.readyTotal++
@@ -84,7 +84,7 @@ func (s *shard) readyFor(name string) *readyQ {
 // unready takes item i out of its ready queue (Cancel of a message waiting
 // for a dispatcher). It stays taken until the caller frees or restores it.
 func (s *shard) unready(i int32) {
-	if q := s.ready[s.item(i).m.Dest]; q != nil {
+	if q := s.ready[s.destName(i)]; q != nil {
 		for k := q.off; k < len(q.idx); k++ {
 			if q.idx[k] == i {
 				copy(q.idx[k:], q.idx[k+1:])
@@ -117,7 +117,7 @@ func (s *shard) flush() {
 			b.fired = wall
 			for _, i := range q.idx[q.off : q.off+n] {
 				b.idx = append(b.idx, i)
-				b.msgs = append(b.msgs, s.item(i).m)
+				b.msgs = append(b.msgs, s.message(i))
 			}
 			select {
 			case s.e.work <- b:
@@ -156,15 +156,15 @@ func (s *shard) applyResult(b *batch) {
 	now := s.reading()
 	for k, i := range b.idx {
 		it := s.item(i)
-		if it.state != stInFlight || it.m.ID != b.msgs[k].ID {
+		if it.state != stInFlight || it.id != b.msgs[k].ID {
 			panic("engine: result for an item that is not in flight")
 		}
 		r := &b.res[k]
 		switch r.kind {
 		case resRetry:
-			it.m.Due, it.m.Attempt = r.due, r.attempt
+			it.due, it.attempt = r.due, r.attempt
 			it.state = stPending
-			if s.win.inside(store.PositionOf(&it.m)) {
+			if s.win.inside(store.Position{Due: it.due, ID: it.id}) {
 				it.h = s.w.Insert(now.monoOf(r.due), uint64(i))
 			} else {
 				s.win.nextDisk = min(s.win.nextDisk, r.due)

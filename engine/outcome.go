@@ -214,6 +214,9 @@ func (e *Engine) report(b *batch) {
 			}
 		case resExpired:
 			info.Expired++
+			if f := e.ev.Expired; f != nil {
+				f(ExpiredInfo{ID: m.ID, Dest: m.Dest, Expires: time.Unix(0, m.Expires)})
+			}
 		case resNative:
 			info.Native++
 		case resGone:

@@ -22,21 +22,6 @@ import (
 // never overtake the change that added it (see store.Owner.Feed): a
 // message is held at most once, and never again once resolved.
 
-// item states.
-const (
-	stFree     uint8 = iota // slab slot on the free list
-	stPending               // in the wheel
-	stReady                 // in a ready queue, waiting for a dispatcher
-	stInFlight              // in a batch at a dispatcher
-)
-
-// item is one message held in RAM.
-type item struct {
-	m     store.Message
-	h     wheel.Handle
-	state uint8
-}
-
 type cmdKind uint8
 
 const (
@@ -63,8 +48,6 @@ type reply struct {
 	m     store.Message
 }
 
-var replyPool = sync.Pool{New: func() any { return make(chan reply, 1) }}
-
 type shard struct {
 	e   *Engine
 	n   int
@@ -81,10 +64,7 @@ type shard struct {
 	inboxN  atomic.Int64   // len(inbox), read without the lock
 	spare   []store.Change
 
-	pages [][]item // the slab, in pages of pageSize so growth never copies
-	nitem int32
-	free  []int32
-	byID  map[store.ID]int32
+	slab  // the messages in RAM (item.go), and their index by ID
 	live  int
 	nlive atomic.Int64 // live, for Stats (written by run only)
 	// frontDue is win.front.Due, for Stats (written by run only).
@@ -97,10 +77,6 @@ type shard struct {
 	readyTotal int
 	stopped    bool
 	refs       []uint64
-	// scanned is set when the loader scans, and cleared by intake: a fed
-	// message can already be in RAM only if a scan ran after its commit,
-	// that is, since the intake before the one that takes it.
-	scanned bool
 
 	win window
 }
@@ -116,7 +92,6 @@ func newShard(e *Engine, n int) *shard {
 		results: make(chan *batch, 1024),
 		wake:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
-		byID:    make(map[store.ID]int32),
 		claims:  make(map[store.ID][]cmd),
 		ready:   make(map[string]*readyQ),
 		now:     e.nowNs,
@@ -145,17 +120,20 @@ func (s *shard) feed(c store.Change) {
 // ask sends c to the shard and waits for its reply (any goroutine). A shard
 // that has exited answers nothing: the reply is empty.
 func (s *shard) ask(c cmd) reply {
-	ch := replyPool.Get().(chan reply)
+	ch, _ := s.e.replies.Get().(chan reply)
+	if ch == nil {
+		ch = make(chan reply, 1)
+	}
 	c.reply = ch
 	select {
 	case s.cmds <- c:
 	case <-s.done:
-		replyPool.Put(ch)
+		s.e.replies.Put(ch)
 		return reply{}
 	}
 	select {
 	case r := <-ch:
-		replyPool.Put(ch)
+		s.e.replies.Put(ch)
 		return r
 	case <-s.done:
 		return reply{} // the channel may still get a late reply: not reused
@@ -263,9 +241,9 @@ func (s *shard) handle(c cmd) bool {
 		s.release(c)
 	case cmdGet:
 		r := reply{}
-		if i, ok := s.byID[c.id]; ok {
+		if i, ok := s.find(c.id); ok {
 			it := s.item(i)
-			r.found, r.m, r.state = true, it.m, StatePending
+			r.found, r.m, r.state = true, s.message(i), StatePending
 			if it.state == stInFlight {
 				r.state = StateInFlight
 			}
@@ -316,7 +294,7 @@ func (s *shard) stop() {
 		for _, i := range q.idx[q.off:] {
 			it := s.item(i)
 			it.state = stPending
-			it.h = s.w.Insert(now.monoOf(it.m.Due), uint64(i))
+			it.h = s.w.Insert(now.monoOf(it.due), uint64(i))
 			n++
 		}
 		delete(s.ready, q.d.name)
@@ -360,16 +338,13 @@ func (s *shard) intake() {
 	}
 	clear(changes)
 	s.spare = changes[:0]
-	s.scanned = false
 }
 
 // admit takes a message the store fed: into RAM if it falls inside the
 // loaded window, else left for the loader.
 func (s *shard) admit(m *store.Message, now clockReading) {
-	if s.scanned {
-		if _, ok := s.byID[m.ID]; ok {
-			return // a scan placed it already
-		}
+	if _, ok := s.find(m.ID); ok {
+		return // a scan placed it already (it ran after the commit, before the feed)
 	}
 	if len(s.claims) > 0 {
 		if _, ok := s.claims[m.ID]; ok {
@@ -382,7 +357,7 @@ func (s *shard) admit(m *store.Message, now clockReading) {
 // drop forgets a message another process resolved (a shared store's
 // feed). One in flight keeps going: its outcome finds it gone.
 func (s *shard) drop(id store.ID) {
-	i, ok := s.byID[id]
+	i, ok := s.find(id)
 	if !ok {
 		return
 	}
@@ -394,44 +369,6 @@ func (s *shard) drop(id store.ID) {
 		s.unready(i)
 		s.freeItem(i)
 	}
-}
-
-const pageBits = 12
-const pageSize = 1 << pageBits
-
-func (s *shard) item(i int32) *item { return &s.pages[i>>pageBits][i&(pageSize-1)] }
-
-func (s *shard) alloc() int32 {
-	if n := len(s.free); n > 0 {
-		i := s.free[n-1]
-		s.free = s.free[:n-1]
-		return i
-	}
-	if int(s.nitem)>>pageBits == len(s.pages) {
-		s.pages = append(s.pages, make([]item, pageSize))
-	}
-	s.nitem++
-	return s.nitem - 1
-}
-
-func (s *shard) freeItem(i int32) {
-	it := s.item(i)
-	delete(s.byID, it.m.ID)
-	s.live--
-	s.nlive.Store(int64(s.live))
-	*it = item{}
-	s.free = append(s.free, i)
-}
-
-// place puts message m into a new slot and the wheel; now is s.now().
-func (s *shard) place(m store.Message, now clockReading) {
-	i := s.alloc()
-	it := s.item(i)
-	*it = item{m: m, state: stPending}
-	it.h = s.w.Insert(now.monoOf(m.Due), uint64(i))
-	s.byID[m.ID] = i
-	s.live++
-	s.nlive.Store(int64(s.live))
 }
 
 // clockReading is one reading of the clock: wall-clock and monotonic
@@ -465,7 +402,7 @@ func (s *shard) claim(c cmd) {
 		s.claims[id] = append(waiters, c)
 		return
 	}
-	i, ok := s.byID[id]
+	i, ok := s.find(id)
 	if !ok { // on disk only (or not pending): the loader must skip it
 		s.claims[id] = nil
 		c.reply <- reply{}
@@ -481,7 +418,7 @@ func (s *shard) claim(c cmd) {
 		c.reply <- reply{err: ErrInFlight}
 		return
 	}
-	m := it.m
+	m := s.message(i)
 	s.freeItem(i)
 	s.claims[id] = nil
 	c.reply <- reply{found: true, m: m}

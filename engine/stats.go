@@ -1,82 +1,43 @@
 package engine
 
 import (
-	"math/bits"
 	"sync/atomic"
 	"time"
 
+	"github.com/hourglassmq/hourglass/internal/hist"
 	"github.com/hourglassmq/hourglass/store"
 )
 
 type counters struct {
 	scheduled, fired, delivered, retried, dead, cancelled, expired atomic.Uint64
-	earlyCaught, loaded                                            atomic.Uint64
+	earlyCaught, loaded, evicted                                   atomic.Uint64
 	nativeScheduled, nativeFired                                   atomic.Uint64
 	lateness                                                       histogram
 }
 
-// histogram is a concurrent log-linear histogram of durations: 8 linear
-// sub-buckets per power of two of nanoseconds, so quantiles are within 1/8.
+// histogram holds the engine's lateness figures in internal/hist, the one
+// histogram every Hourglass table is measured with, so Stats.Lateness
+// compares with the load generator's and the benchmarks' figures. Safe for
+// concurrent use; record does not allocate.
 type histogram struct {
-	counts [64 * 8]atomic.Uint64
-	max    atomic.Int64
+	h hist.Histogram
 }
 
-func bucketOf(ns uint64) int {
-	if ns < 8 {
-		return int(ns)
-	}
-	e := bits.Len64(ns) - 1
-	return e*8 + int((ns>>(e-3))&7)
-}
+// record counts one lateness. A negative one (the wall clock stepped back
+// between pop and hand-off) counts as 0: EarlyCaught is where early shows.
+func (h *histogram) record(d time.Duration) { h.h.Record(max(d, 0)) }
 
-func upperBound(b int) uint64 {
-	if b < 8 {
-		return uint64(b)
-	}
-	e, sub := b/8, uint64(b%8)
-	return (8+sub+1)<<(e-3) - 1
-}
-
-func (h *histogram) record(d time.Duration) {
-	d = max(d, 0)
-	h.counts[bucketOf(uint64(d))].Add(1)
-	for {
-		m := h.max.Load()
-		if int64(d) <= m || h.max.CompareAndSwap(m, int64(d)) {
-			return
-		}
-	}
-}
-
-// Latency summarises a histogram. Quantiles are bucket upper bounds.
+// Latency summarises a histogram. Quantiles are nearest-rank and never
+// below the exact value, at most 1/64 of it above (hist.RelativeError);
+// Max is exact.
 type Latency struct {
 	Count              uint64
 	P50, P90, P99, Max time.Duration
 }
 
 func (h *histogram) summary() Latency {
-	var c [64 * 8]uint64
-	var n uint64
-	for i := range h.counts {
-		c[i] = h.counts[i].Load()
-		n += c[i]
-	}
-	q := func(f float64) time.Duration {
-		if n == 0 {
-			return 0
-		}
-		want := uint64(f*float64(n-1)) + 1
-		var acc uint64
-		for i, v := range c {
-			acc += v
-			if acc >= want {
-				return time.Duration(upperBound(i))
-			}
-		}
-		return 0
-	}
-	return Latency{Count: n, P50: q(0.5), P90: q(0.9), P99: q(0.99), Max: time.Duration(h.max.Load())}
+	s := h.h.Summary()
+	return Latency{Count: s.Count, P50: s.P50, P90: s.P90, P99: s.P99, Max: s.Max}
 }
 
 // RecoveryStats reports what Open found and how fast it got going.
@@ -111,6 +72,10 @@ type Stats struct {
 	EarlyCaught uint64
 	// Loaded counts messages paged in from the store.
 	Loaded uint64
+	// Evicted counts messages a full shard (MaxPending) dropped from RAM
+	// to make room for ones due sooner; they stay in the store and are
+	// paged in again.
+	Evicted uint64
 	// LoaderLag is, per attached shard, how far its window's loaded range
 	// falls short of now+Window (0 when it reaches it): while it is above
 	// zero, messages due in the gap may be in the store only.
@@ -146,6 +111,7 @@ func (e *Engine) Stats() Stats {
 		Expired:         e.cnt.expired.Load(),
 		EarlyCaught:     e.cnt.earlyCaught.Load(),
 		Loaded:          e.cnt.loaded.Load(),
+		Evicted:         e.cnt.evicted.Load(),
 		NativeScheduled: e.cnt.nativeScheduled.Load(),
 		NativeFired:     e.cnt.nativeFired.Load(),
 		Lateness:        e.cnt.lateness.summary(),

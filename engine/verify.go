@@ -27,15 +27,15 @@ func (s *shard) verify() {
 			panic(fmt.Sprintf("engine: shard %d slot %d: state %d", s.n, i, it.state))
 		}
 		live++
-		if j, ok := s.byID[it.m.ID]; !ok || j != i {
-			panic(fmt.Sprintf("engine: shard %d: %s in slot %d not found by ID", s.n, it.m.ID, i))
+		if j, ok := s.find(it.id); !ok || j != i {
+			panic(fmt.Sprintf("engine: shard %d: %s in slot %d not found by ID", s.n, it.id, i))
 		}
-		if _, ok := s.claims[it.m.ID]; ok {
-			panic(fmt.Sprintf("engine: shard %d: %s is in RAM and claimed", s.n, it.m.ID))
+		if _, ok := s.claims[it.id]; ok {
+			panic(fmt.Sprintf("engine: shard %d: %s is in RAM and claimed", s.n, it.id))
 		}
 	}
-	if live != s.live || len(s.byID) != live {
-		panic(fmt.Sprintf("engine: shard %d: live %d, by ID %d, slab holds %d", s.n, s.live, len(s.byID), live))
+	if live != s.live || s.ids.n != live {
+		panic(fmt.Sprintf("engine: shard %d: live %d, by ID %d, slab holds %d", s.n, s.live, s.ids.n, live))
 	}
 	if s.w.Len() != pending {
 		panic(fmt.Sprintf("engine: shard %d: wheel holds %d, %d items pending", s.n, s.w.Len(), pending))

@@ -12,9 +12,13 @@
 // bucket of BucketWidth, whose keys sit in a B-tree: a scan visits only the
 // buckets of its range.
 //
-// One mutex guards everything: every call is short (a batch of map
-// operations), and it makes each call trivially atomic and the feed of
-// every shard trivially ordered.
+// Each shard has its own lock, so producers appending to one shard and
+// dispatchers resolving another do not wait for each other; an Append of
+// messages without idempotency keys reserves room on every shard it
+// touches, then inserts shard by shard. A shard's changes are fed to its
+// owner under its lock, in commit order. Idempotency keys and dead letters
+// have locks of their own; the lock order is shards (ascending), then
+// keys, then dead letters.
 package memstore
 
 import (
@@ -24,9 +28,8 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
-
-	"github.com/google/btree"
 
 	"github.com/hourglassmq/hourglass/store"
 )
@@ -44,8 +47,9 @@ type Options struct {
 	// (and its idempotency key freed). Default DefaultMaxDead; negative
 	// means unbounded.
 	MaxDead int
-	// DeadRetention drops dead letters older than this. Default 0: kept
-	// until MaxDead pushes them out or they are purged.
+	// DeadRetention drops dead letters older than this (checked whenever
+	// dead letters or keys are read or written). Default 0: kept until
+	// MaxDead pushes them out or they are purged.
 	DeadRetention time.Duration
 	// MaxPayload bounds Message.Payload. Default: the engine's
 	// (store.Env.MaxPayload), else store.DefaultMaxPayload.
@@ -103,52 +107,29 @@ func (o Options) OpenStore(_ context.Context, env store.Env) (store.Store, error
 
 // Store is an in-memory store.Store.
 type Store struct {
-	opts Options
-
-	mu     sync.RWMutex // guards everything below
-	closed bool
-	owner  store.Owner
+	opts   Options
 	shards []*shard
-	keys   map[string]store.ID
+	owner  atomic.Pointer[ownerRef]
+
+	// closeMu is held (read) by every call; Close takes it to close.
+	closeMu sync.RWMutex
+	closed  bool
+
+	keyMu sync.Mutex // guards keys
+	keys  map[string]store.ID
+
+	deadMu sync.Mutex // guards dead, deadOrder, deadHead
 	dead   map[store.ID]*store.DeadLetter
 	// deadOrder holds dead-letter IDs in the order they died (front may be
 	// stale: purged or replayed), for MaxDead and DeadRetention.
 	deadOrder []store.ID
 	deadHead  int
-	commits   uint64
-	records   uint64
-	done      [store.NumReasons]uint64
+
+	commits, records atomic.Uint64
+	done             [store.NumReasons]atomic.Uint64
 }
 
-type shard struct {
-	n     int
-	base  uint64   // random: IDs' local bits are base + (gen<<slotBits | slot)
-	pages [][]slot // the slab, in pages of pageSize so growth never copies
-	nslot int32
-	free  []int32
-	live  int
-	// extra holds replayed dead letters, which keep IDs that may name a
-	// reused slot.
-	extra   map[store.ID]*store.Message
-	buckets map[int64]*bucket
-	order   *btree.BTreeG[int64] // keys of non-empty buckets
-}
-
-// slot holds one pending message (live) or nothing.
-type slot struct {
-	m    store.Message
-	gen  uint32
-	live bool
-}
-
-// bucket holds the IDs of messages due in [key*BucketWidth,
-// (key+1)*BucketWidth); some may be stale (resolved or moved away), and a
-// message that moved away and back is listed twice: readers check each
-// entry against the message and skip repeats.
-type bucket struct {
-	ids  []store.ID
-	live int
-}
+type ownerRef struct{ o store.Owner }
 
 // Open returns an empty store.
 func Open(o Options) (*Store, error) {
@@ -164,21 +145,15 @@ func Open(o Options) (*Store, error) {
 	if o.MaxPayload == 0 {
 		o.MaxPayload = store.DefaultMaxPayload
 	}
+	if o.Capacity == 0 {
+		o.Capacity = MaxCapacity
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
 	s := &Store{opts: o, keys: map[string]store.ID{}, dead: map[store.ID]*store.DeadLetter{}}
-	if o.Capacity == 0 {
-		o.Capacity = MaxCapacity
-		s.opts.Capacity = MaxCapacity
-	}
 	for i := range o.Shards {
-		s.shards = append(s.shards, &shard{
-			n:       i,
-			base:    rand.Uint64N(store.LocalMask + 1),
-			buckets: map[int64]*bucket{},
-			order:   btree.NewOrderedG[int64](32),
-		})
+		s.shards = append(s.shards, newShard(i, rand.Uint64N(store.LocalMask+1)))
 	}
 	return s, nil
 }
@@ -188,39 +163,61 @@ func (s *Store) Shards() int { return len(s.shards) }
 
 // Start attaches every shard to o.
 func (s *Store) Start(_ context.Context, o store.Owner) error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return store.ErrClosed
+	if err := s.enter(); err != nil {
+		return err
 	}
-	if s.owner != nil {
-		s.mu.Unlock()
+	defer s.leave()
+	if !s.owner.CompareAndSwap(nil, &ownerRef{o}) {
 		return fmt.Errorf("memstore: Start called twice")
 	}
-	s.owner = o
-	s.mu.Unlock()
 	for i := range s.shards {
 		o.Attach(i)
 	}
 	return nil
 }
 
-func (s *Store) lock() error {
-	s.mu.Lock()
+func (s *Store) enter() error {
+	s.closeMu.RLock()
 	if s.closed {
-		s.mu.Unlock()
+		s.closeMu.RUnlock()
 		return store.ErrClosed
 	}
 	return nil
 }
 
-func (s *Store) rlock() error {
-	s.mu.RLock()
-	if s.closed {
-		s.mu.RUnlock()
-		return store.ErrClosed
+func (s *Store) leave() { s.closeMu.RUnlock() }
+
+// feed hands a shard's new messages to the owner (under the shard's lock).
+func (s *Store) feed(sh int, msgs []store.Message) {
+	if ref := s.owner.Load(); ref != nil && len(msgs) > 0 {
+		ref.o.Feed(sh, store.Change{Added: msgs})
 	}
-	return nil
+}
+
+// lockShards locks the shards flagged in touched, in ascending order, and
+// returns the unlock.
+func (s *Store) lockShards(touched []bool) func() {
+	for i, t := range touched {
+		if t {
+			s.shards[i].mu.Lock()
+		}
+	}
+	return func() {
+		for i, t := range touched {
+			if t {
+				s.shards[i].mu.Unlock()
+			}
+		}
+	}
+}
+
+// byShard groups the indexes of msgs by shard.
+func (s *Store) byShard(msgs []store.Message) [][]int {
+	per := make([][]int, len(s.shards))
+	for i := range msgs {
+		per[msgs[i].Shard] = append(per[msgs[i].Shard], i)
+	}
+	return per
 }
 
 // Append implements store.Store.
@@ -234,50 +231,125 @@ func (s *Store) Append(ctx context.Context, msgs []store.Message) ([]store.Appen
 	if len(msgs) == 0 {
 		return nil, nil
 	}
-	if err := s.lock(); err != nil {
+	if err := s.enter(); err != nil {
 		return nil, err
 	}
-	defer s.mu.Unlock()
-	if err := s.checkCapacity(msgs, nil); err != nil {
-		return nil, err
+	defer s.leave()
+	per := s.byShard(msgs)
+	out := make([]store.Appended, len(msgs))
+	if slices.ContainsFunc(msgs, func(m store.Message) bool { return m.Key != "" }) {
+		// Keys are looked up and taken atomically with the inserts.
+		touched := make([]bool, len(s.shards))
+		for sh, idx := range per {
+			touched[sh] = len(idx) > 0
+		}
+		unlock := s.lockShards(touched)
+		defer unlock()
+		s.keyMu.Lock()
+		defer s.keyMu.Unlock()
+		s.deadMu.Lock()
+		s.expireDead()
+		s.deadMu.Unlock()
+		if err := s.checkRoom(msgs, per, nil); err != nil {
+			return nil, err
+		}
+		s.feedAll(s.addKeyed(msgs, out))
+		s.counted(len(msgs))
+		return out, nil
 	}
-	out, fed := s.addNew(msgs)
-	s.commit(len(msgs), fed)
+	// No keys: reserve room on every shard touched (all or nothing), then
+	// insert shard by shard, each under its own lock only.
+	for sh, idx := range per {
+		if len(idx) == 0 {
+			continue
+		}
+		x := s.shards[sh]
+		x.mu.Lock()
+		if !x.room(len(idx), 0, s.opts.Capacity) {
+			have := x.live + x.reserved
+			x.mu.Unlock()
+			s.unreserve(per[:sh])
+			return nil, fmt.Errorf("%w: shard %d holds %d pending messages; %d more would pass its capacity %d", store.ErrFull, sh, have, len(idx), s.opts.Capacity)
+		}
+		x.reserved += len(idx)
+		x.mu.Unlock()
+	}
+	for sh, idx := range per {
+		if len(idx) == 0 {
+			continue
+		}
+		x := s.shards[sh]
+		x.mu.Lock()
+		x.reserved -= len(idx)
+		s.feed(sh, s.addNew(sh, msgs, idx, out))
+		x.mu.Unlock()
+	}
+	s.counted(len(msgs))
 	return out, nil
 }
 
-// checkCapacity refuses msgs (less the pending messages of free, which the
-// same call removes) if a shard would exceed Capacity. Messages whose key
-// is known count as taking nothing.
-func (s *Store) checkCapacity(msgs []store.Message, free map[int]int) error {
-	var add map[int]int
-	seen := map[string]bool{}
-	for i := range msgs {
-		m := &msgs[i]
-		if m.Key != "" {
-			if _, ok := s.keys[m.Key]; ok || seen[m.Key] {
-				continue
-			}
-			seen[m.Key] = true
+// unreserve gives back the room reserved for per's messages.
+func (s *Store) unreserve(per [][]int) {
+	for sh, idx := range per {
+		if len(idx) > 0 {
+			x := s.shards[sh]
+			x.mu.Lock()
+			x.reserved -= len(idx)
+			x.mu.Unlock()
 		}
-		if add == nil {
-			add = map[int]int{}
-		}
-		add[m.Shard]++
 	}
-	for sh, n := range add {
-		if have := s.shards[sh].live - free[sh]; have+n > s.opts.Capacity {
-			return fmt.Errorf("%w: shard %d holds %d pending messages; %d more would pass its capacity %d", store.ErrFull, sh, have, n, s.opts.Capacity)
+}
+
+// checkRoom refuses msgs (grouped by per, less the messages free removes
+// per shard) if a shard would pass its capacity. Messages whose key is
+// known count as taking nothing. Callers hold the shards' locks, and keyMu
+// if any message has a key.
+func (s *Store) checkRoom(msgs []store.Message, per [][]int, free []int) error {
+	seen := map[string]bool{}
+	for sh, idx := range per {
+		n := 0
+		for _, i := range idx {
+			if k := msgs[i].Key; k != "" {
+				if _, ok := s.keys[k]; ok || seen[k] {
+					continue
+				}
+				seen[k] = true
+			}
+			n++
+		}
+		f := 0
+		if free != nil {
+			f = free[sh]
+		}
+		if x := s.shards[sh]; n > 0 && !x.room(n, f, s.opts.Capacity) {
+			return fmt.Errorf("%w: shard %d holds %d pending messages; %d more would pass its capacity %d", store.ErrFull, sh, x.live-f, n, s.opts.Capacity)
 		}
 	}
 	return nil
 }
 
-// addNew assigns IDs and stores msgs (validated, within capacity); it
-// returns the results and the messages to feed, by shard.
-func (s *Store) addNew(msgs []store.Message) ([]store.Appended, map[int][]store.Message) {
-	out := make([]store.Appended, len(msgs))
-	var fed map[int][]store.Message
+// addNew assigns IDs to the messages idx of msgs, all of shard sh and
+// none with a key, stores them and returns them for the feed; out gets
+// their results. The caller holds the shard's lock.
+func (s *Store) addNew(sh int, msgs []store.Message, idx []int, out []store.Appended) []store.Message {
+	x := s.shards[sh]
+	fed := make([]store.Message, 0, len(idx))
+	for _, i := range idx {
+		m := msgs[i]
+		x.add(&m)
+		out[i] = store.Appended{ID: m.ID}
+		fed = append(fed, m)
+	}
+	return fed
+}
+
+// addKeyed stores msgs in their order, so that of two messages with one
+// key the first is stored and the second answered with its ID; a key
+// already known answers with the stored ID. It returns the new messages
+// by shard, for the feed; out gets every message's result. The caller
+// holds the locks of every shard msgs name, and keyMu.
+func (s *Store) addKeyed(msgs []store.Message, out []store.Appended) [][]store.Message {
+	fed := make([][]store.Message, len(s.shards))
 	for i := range msgs {
 		m := msgs[i]
 		if m.Key != "" {
@@ -286,158 +358,29 @@ func (s *Store) addNew(msgs []store.Message) ([]store.Appended, map[int][]store.
 				continue
 			}
 		}
-		sh := s.shards[m.Shard]
-		sh.add(&m)
+		s.shards[m.Shard].add(&m)
 		if m.Key != "" {
 			s.keys[m.Key] = m.ID
 		}
 		out[i] = store.Appended{ID: m.ID}
-		if fed == nil {
-			fed = map[int][]store.Message{}
-		}
 		fed[m.Shard] = append(fed[m.Shard], m)
 	}
-	return out, fed
+	return fed
 }
 
-// commit counts a commit and feeds its new messages to the owner.
-func (s *Store) commit(records int, fed map[int][]store.Message) {
-	s.commits++
-	s.records += uint64(records)
-	if s.owner == nil {
-		return
-	}
+// feedAll feeds each shard its new messages. The caller holds their locks.
+func (s *Store) feedAll(fed [][]store.Message) {
 	for sh, msgs := range fed {
-		s.owner.Feed(sh, store.Change{Added: msgs})
+		s.feed(sh, msgs)
 	}
 }
 
-// add takes a new message into a free slot, naming it (m.ID is set).
-func (sh *shard) add(m *store.Message) {
-	var i int32
-	if n := len(sh.free); n > 0 {
-		i = sh.free[n-1]
-		sh.free = sh.free[:n-1]
-	} else {
-		if int(sh.nslot)>>pageBits == len(sh.pages) {
-			sh.pages = append(sh.pages, make([]slot, pageSize))
-		}
-		i = sh.nslot
-		sh.nslot++
-	}
-	sl := sh.slot(i)
-	for {
-		m.ID = store.MakeID(sh.n, (sh.base+(uint64(sl.gen)<<slotBits|uint64(i)))&store.LocalMask)
-		if m.ID.Local() != 0 {
-			break
-		}
-		sl.gen++ // the one combination that would name ID 0
-	}
-	sl.m, sl.live = *m, true
-	sh.live++
-	sh.index(m)
+func (s *Store) counted(records int) {
+	s.commits.Add(1)
+	s.records.Add(uint64(records))
 }
 
-// lookup returns the slot index of a pending message, or -1.
-func (sh *shard) lookup(id store.ID) int32 {
-	x := (id.Local() - sh.base) & store.LocalMask
-	i, gen := int64(x&slotMask), uint32(x>>slotBits)
-	if i >= int64(sh.nslot) {
-		return -1
-	}
-	if sl := sh.slot(int32(i)); !sl.live || sl.gen != gen {
-		return -1
-	}
-	return int32(i)
-}
-
-const (
-	pageBits = 12
-	pageSize = 1 << pageBits
-)
-
-func (sh *shard) slot(i int32) *slot { return &sh.pages[i>>pageBits][i&(pageSize-1)] }
-
-// index lists m in its due bucket.
-func (sh *shard) index(m *store.Message) {
-	k := m.Due / BucketWidth
-	b := sh.buckets[k]
-	if b == nil {
-		b = &bucket{}
-		sh.buckets[k] = b
-		sh.order.ReplaceOrInsert(k)
-	}
-	b.ids = append(b.ids, m.ID)
-	b.live++
-}
-
-// unindex takes m out of its due bucket's count (its entry goes stale).
-func (sh *shard) unindex(m *store.Message) {
-	k := m.Due / BucketWidth
-	b := sh.buckets[k]
-	b.live--
-	switch {
-	case b.live == 0:
-		delete(sh.buckets, k)
-		sh.order.Delete(k)
-	case len(b.ids) > 64 && b.live < len(b.ids)/4:
-		// Mostly stale: keep the live ones only, once each.
-		keep := b.ids[:0]
-		seen := make(map[store.ID]bool, b.live)
-		for _, x := range b.ids {
-			if p := sh.get(x); p != nil && p.Due/BucketWidth == k && !seen[x] {
-				seen[x] = true
-				keep = append(keep, x)
-			}
-		}
-		clear(b.ids[len(keep):])
-		b.ids = keep
-	}
-}
-
-// get returns a pending message, or nil.
-func (sh *shard) get(id store.ID) *store.Message {
-	if i := sh.lookup(id); i >= 0 {
-		return &sh.slot(i).m
-	}
-	if len(sh.extra) > 0 {
-		return sh.extra[id]
-	}
-	return nil
-}
-
-// take removes a pending message and returns it.
-func (sh *shard) take(id store.ID) store.Message {
-	i := sh.lookup(id)
-	if i < 0 {
-		m := sh.extra[id]
-		delete(sh.extra, id)
-		sh.unindex(m)
-		sh.live--
-		return *m
-	}
-	sl := sh.slot(i)
-	m := sl.m
-	sh.unindex(&m)
-	sl.m, sl.live = store.Message{}, false
-	sl.gen++ // its IDs name nothing from now on
-	sh.live--
-	sh.free = append(sh.free, i)
-	return m
-}
-
-// move changes a pending message's due time and attempt in place.
-func (sh *shard) move(id store.ID, due int64, attempt uint32) {
-	m := sh.get(id)
-	if due/BucketWidth == m.Due/BucketWidth {
-		m.Due, m.Attempt = due, attempt // its bucket entry still holds
-		return
-	}
-	sh.unindex(m)
-	m.Due, m.Attempt = due, attempt
-	sh.index(m)
-}
-
+// pendingOf returns a pending message of a locked shard, or nil.
 func (s *Store) pendingOf(id store.ID) *store.Message {
 	if id == 0 || id.Shard() >= len(s.shards) {
 		return nil
@@ -471,23 +414,53 @@ func (s *Store) Resolve(ctx context.Context, b store.Batch) ([]store.Appended, e
 			return nil, store.Invalidf("resolve: dead %s: reason is %d bytes, more than %d", d.ID, len(d.Reason), store.MaxReasonLen)
 		}
 	}
-	if err := s.lock(); err != nil {
+	if err := s.enter(); err != nil {
 		return nil, err
 	}
-	defer s.mu.Unlock()
+	defer s.leave()
+	// Lock every shard the batch touches, then keys, then dead letters.
+	touched := make([]bool, len(s.shards))
+	mark := func(id store.ID) {
+		if sh := id.Shard(); sh < len(touched) {
+			touched[sh] = true
+		}
+	}
+	for _, d := range b.Done {
+		mark(d.ID)
+	}
+	for _, u := range b.Update {
+		mark(u.ID)
+	}
+	for _, d := range b.Dead {
+		mark(d.ID)
+	}
+	per := s.byShard(b.New)
+	for sh, idx := range per {
+		touched[sh] = touched[sh] || len(idx) > 0
+	}
+	unlock := s.lockShards(touched)
+	defer unlock()
 	// Check everything before changing anything.
-	seen := make(map[store.ID]bool, b.Ops())
+	for sh, t := range touched {
+		if t {
+			s.shards[sh].nextEpoch()
+		}
+	}
 	var missing []store.ID
-	free := map[int]int{}
+	free := make([]int, len(s.shards))
+	keyed := slices.ContainsFunc(b.New, func(m store.Message) bool { return m.Key != "" })
 	check := func(id store.ID, frees bool) error {
-		if seen[id] {
+		m := s.pendingOf(id)
+		if m == nil {
+			missing = append(missing, id)
+			return nil
+		}
+		if s.shards[id.Shard()].named(id) {
 			return store.Invalidf("resolve: id %s appears more than once in the batch", id)
 		}
-		seen[id] = true
-		if s.pendingOf(id) == nil {
-			missing = append(missing, id)
-		} else if frees {
+		if frees {
 			free[id.Shard()]++
+			keyed = keyed || m.Key != ""
 		}
 		return nil
 	}
@@ -507,15 +480,26 @@ func (s *Store) Resolve(ctx context.Context, b store.Batch) ([]store.Appended, e
 		}
 	}
 	if len(missing) > 0 {
-		return nil, &store.NotPendingError{IDs: missing}
+		slices.Sort(missing)
+		return nil, &store.NotPendingError{IDs: slices.Compact(missing)}
 	}
-	if err := s.checkCapacity(b.New, free); err != nil {
+	// Keys are locked only when the batch adds or frees one, or kills a
+	// message (MaxDead may push out a keyed dead letter): dispatchers
+	// resolving unkeyed messages on different shards do not meet.
+	if keyed || len(b.Dead) > 0 {
+		s.keyMu.Lock()
+		defer s.keyMu.Unlock()
+		s.deadMu.Lock()
+		defer s.deadMu.Unlock()
+		s.expireDead()
+	}
+	if err := s.checkRoom(b.New, per, free); err != nil {
 		return nil, err
 	}
 	for _, d := range b.Done {
 		m := s.shards[d.ID.Shard()].take(d.ID)
 		s.forgetKey(m.Key, d.ID)
-		s.done[d.Reason]++
+		s.done[d.Reason].Add(1)
 	}
 	for _, u := range b.Update {
 		s.shards[u.ID.Shard()].move(u.ID, u.Due, u.Attempt)
@@ -526,11 +510,13 @@ func (s *Store) Resolve(ctx context.Context, b store.Batch) ([]store.Appended, e
 		m.Attempt = d.Attempt
 		s.addDead(&store.DeadLetter{Message: m, Reason: d.Reason, DeadAt: now})
 	}
-	out, fed := s.addNew(b.New)
-	s.commit(b.Ops()+len(b.New), fed)
+	out := make([]store.Appended, len(b.New))
+	s.feedAll(s.addKeyed(b.New, out))
+	s.counted(b.Ops() + len(b.New))
 	return out, nil
 }
 
+// forgetKey frees key if it names id. Callers hold keyMu.
 func (s *Store) forgetKey(key string, id store.ID) {
 	if key != "" && s.keys[key] == id {
 		delete(s.keys, key)
@@ -538,10 +524,20 @@ func (s *Store) forgetKey(key string, id store.ID) {
 }
 
 // addDead keeps d and drops what MaxDead and DeadRetention push out.
+// Callers hold keyMu and deadMu.
 func (s *Store) addDead(d *store.DeadLetter) {
 	s.dead[d.Message.ID] = d
 	s.deadOrder = append(s.deadOrder, d.Message.ID)
 	s.trimDead(d.DeadAt)
+}
+
+// expireDead drops dead letters older than DeadRetention, so that one is
+// gone (and its key free) once its time is up, not only when another
+// dies. Callers hold keyMu and deadMu.
+func (s *Store) expireDead() {
+	if s.opts.DeadRetention > 0 {
+		s.trimDead(s.opts.Now().UnixNano())
+	}
 }
 
 func (s *Store) trimDead(now int64) {
@@ -578,53 +574,19 @@ func (s *Store) Scan(ctx context.Context, q store.ScanQuery) ([]store.Message, s
 		limit = 1024
 	}
 	limit = min(limit, store.MaxScanLimit)
-	if err := s.rlock(); err != nil {
+	if err := s.enter(); err != nil {
 		return nil, store.Page{}, err
 	}
-	defer s.mu.RUnlock()
+	defer s.leave()
 	page := store.Page{Next: q.After}
-	from := max(q.From, q.After.Due)
-	if from >= q.To {
+	if max(q.From, q.After.Due) >= q.To {
 		page.Done = true
 		return nil, page, nil
 	}
-	sh := s.shards[q.Shard]
-	var out []store.Message
-	var cands []*store.Message
-	full := false
-	sh.order.AscendGreaterOrEqual(from/BucketWidth, func(k int64) bool {
-		if k*BucketWidth >= q.To || (k > 0 && k*BucketWidth < 0) {
-			return false
-		}
-		cands = cands[:0]
-		for _, id := range sh.buckets[k].ids {
-			m := sh.get(id)
-			if m == nil || m.Due/BucketWidth != k || m.Due < q.From || m.Due >= q.To {
-				continue // stale, or outside the range
-			}
-			if !q.After.Less(store.PositionOf(m)) {
-				continue
-			}
-			cands = append(cands, m)
-		}
-		slices.SortFunc(cands, func(a, b *store.Message) int {
-			if store.PositionOf(a).Less(store.PositionOf(b)) {
-				return -1
-			}
-			return 1
-		})
-		for j, m := range cands {
-			if j > 0 && cands[j-1].ID == m.ID {
-				continue // listed twice in the bucket
-			}
-			if len(out) == limit {
-				full = true
-				return false
-			}
-			out = append(out, *m)
-		}
-		return true
-	})
+	x := s.shards[q.Shard]
+	x.mu.Lock()
+	out, full := x.scan(q, limit)
+	x.mu.Unlock()
 	page.Done = !full
 	if len(out) > 0 {
 		page.Next = store.PositionOf(&out[len(out)-1])
@@ -637,12 +599,22 @@ func (s *Store) Get(ctx context.Context, id store.ID) (store.Message, error) {
 	if err := ctx.Err(); err != nil {
 		return store.Message{}, err
 	}
-	if err := s.rlock(); err != nil {
+	if err := s.enter(); err != nil {
 		return store.Message{}, err
 	}
-	defer s.mu.RUnlock()
-	if m := s.pendingOf(id); m != nil {
-		return *m, nil
+	defer s.leave()
+	if id != 0 && id.Shard() < len(s.shards) {
+		x := s.shards[id.Shard()]
+		x.mu.Lock()
+		m := x.get(id)
+		var out store.Message
+		if m != nil {
+			out = *m
+		}
+		x.mu.Unlock()
+		if m != nil {
+			return out, nil
+		}
 	}
 	return store.Message{}, fmt.Errorf("memstore: get %s: %w", id, store.ErrNotFound)
 }
@@ -652,11 +624,17 @@ func (s *Store) Lookup(ctx context.Context, key string) (store.ID, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	if err := s.rlock(); err != nil {
+	if err := s.enter(); err != nil {
 		return 0, err
 	}
-	defer s.mu.RUnlock()
-	if id, ok := s.keys[key]; ok && key != "" {
+	defer s.leave()
+	s.keyMu.Lock()
+	s.deadMu.Lock()
+	s.expireDead()
+	s.deadMu.Unlock()
+	id, ok := s.keys[key]
+	s.keyMu.Unlock()
+	if ok && key != "" {
 		return id, nil
 	}
 	return 0, fmt.Errorf("memstore: key %.64q: %w", key, store.ErrNotFound)
@@ -667,10 +645,15 @@ func (s *Store) GetDead(ctx context.Context, id store.ID) (store.DeadLetter, err
 	if err := ctx.Err(); err != nil {
 		return store.DeadLetter{}, err
 	}
-	if err := s.rlock(); err != nil {
+	if err := s.enter(); err != nil {
 		return store.DeadLetter{}, err
 	}
-	defer s.mu.RUnlock()
+	defer s.leave()
+	s.keyMu.Lock()
+	defer s.keyMu.Unlock()
+	s.deadMu.Lock()
+	defer s.deadMu.Unlock()
+	s.expireDead()
 	if d := s.dead[id]; d != nil {
 		return *d, nil
 	}
@@ -687,10 +670,15 @@ func (s *Store) ListDead(ctx context.Context, q store.DeadQuery) ([]store.DeadLe
 		limit = 1024
 	}
 	limit = min(limit, store.MaxDeadLimit)
-	if err := s.rlock(); err != nil {
+	if err := s.enter(); err != nil {
 		return nil, 0, err
 	}
-	defer s.mu.RUnlock()
+	defer s.leave()
+	s.keyMu.Lock()
+	defer s.keyMu.Unlock()
+	s.deadMu.Lock()
+	defer s.deadMu.Unlock()
+	s.expireDead()
 	ids := make([]store.ID, 0, len(s.dead))
 	for id := range s.dead {
 		if id > q.After {
@@ -711,7 +699,7 @@ func (s *Store) ListDead(ctx context.Context, q store.DeadQuery) ([]store.DeadLe
 }
 
 // deadOf checks ids for ReplayDead and PurgeDead: all dead letters, none
-// twice.
+// twice. Callers hold deadMu.
 func (s *Store) deadOf(what string, ids []store.ID) error {
 	if len(ids) > store.MaxCallMessages {
 		return store.Invalidf("%s: %d ids, more than %d in one call", what, len(ids), store.MaxCallMessages)
@@ -741,39 +729,45 @@ func (s *Store) ReplayDead(ctx context.Context, ids []store.ID, due int64) error
 	if err := store.ValidateDue("replay", due); err != nil {
 		return err
 	}
-	if err := s.lock(); err != nil {
+	if err := s.enter(); err != nil {
 		return err
 	}
-	defer s.mu.Unlock()
+	defer s.leave()
+	touched := make([]bool, len(s.shards))
+	add := make([]int, len(s.shards))
+	for _, id := range ids {
+		if sh := id.Shard(); sh < len(touched) {
+			touched[sh] = true
+			add[sh]++
+		}
+	}
+	unlock := s.lockShards(touched)
+	defer unlock()
+	s.keyMu.Lock()
+	defer s.keyMu.Unlock()
+	s.deadMu.Lock()
+	defer s.deadMu.Unlock()
+	s.expireDead()
 	if err := s.deadOf("replay", ids); err != nil {
 		return err
 	}
-	add := map[int]int{}
-	for _, id := range ids {
-		add[id.Shard()]++
-	}
 	for sh, n := range add {
-		if c := s.opts.Capacity; s.shards[sh].live+n > c {
-			return fmt.Errorf("%w: shard %d cannot take %d replayed messages (capacity %d)", store.ErrFull, sh, n, c)
+		if n > 0 && !s.shards[sh].room(n, 0, s.opts.Capacity) {
+			return fmt.Errorf("%w: shard %d cannot take %d replayed messages (capacity %d)", store.ErrFull, sh, n, s.opts.Capacity)
 		}
 	}
-	fed := map[int][]store.Message{}
+	fed := make([][]store.Message, len(s.shards))
 	for _, id := range ids {
 		m := s.dead[id].Message
 		delete(s.dead, id)
 		m.Due, m.Attempt = due, 0
-		sh := s.shards[id.Shard()]
-		if sh.extra == nil {
-			sh.extra = map[store.ID]*store.Message{}
-		}
-		p := new(store.Message)
-		*p = m
-		sh.extra[id] = p
-		sh.live++
-		sh.index(p)
+		s.shards[id.Shard()].addReplayed(&m)
 		fed[id.Shard()] = append(fed[id.Shard()], m)
 	}
-	s.commit(len(ids), fed)
+	for sh, msgs := range fed {
+		s.feed(sh, msgs)
+	}
+	s.counted(len(ids))
 	return nil
 }
 
@@ -782,10 +776,15 @@ func (s *Store) PurgeDead(ctx context.Context, ids []store.ID) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	if err := s.lock(); err != nil {
+	if err := s.enter(); err != nil {
 		return 0, err
 	}
-	defer s.mu.Unlock()
+	defer s.leave()
+	s.keyMu.Lock()
+	defer s.keyMu.Unlock()
+	s.deadMu.Lock()
+	defer s.deadMu.Unlock()
+	s.expireDead()
 	if err := s.deadOf("purge", ids); err != nil {
 		return 0, err
 	}
@@ -793,7 +792,7 @@ func (s *Store) PurgeDead(ctx context.Context, ids []store.ID) (int, error) {
 		s.forgetKey(s.dead[id].Message.Key, id)
 		delete(s.dead, id)
 	}
-	s.commit(len(ids), nil)
+	s.counted(len(ids))
 	return len(ids), nil
 }
 
@@ -802,17 +801,21 @@ func (s *Store) PurgeAllDead(ctx context.Context) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	if err := s.lock(); err != nil {
+	if err := s.enter(); err != nil {
 		return 0, err
 	}
-	defer s.mu.Unlock()
+	defer s.leave()
+	s.keyMu.Lock()
+	defer s.keyMu.Unlock()
+	s.deadMu.Lock()
+	defer s.deadMu.Unlock()
 	n := len(s.dead)
 	for id, d := range s.dead {
 		s.forgetKey(d.Message.Key, id)
 	}
 	clear(s.dead)
 	s.deadOrder, s.deadHead = nil, 0
-	s.commit(n, nil)
+	s.counted(n)
 	return n, nil
 }
 
@@ -821,32 +824,45 @@ func (s *Store) Err() error { return nil }
 
 // Stats implements store.Store.
 func (s *Store) Stats() store.Stats {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	st := store.Stats{Kind: "memory", Pending: make([]int64, len(s.shards)), Dead: int64(len(s.dead)),
-		Commits: s.commits, Records: s.records, DoneByReason: map[string]uint64{}}
-	for i, sh := range s.shards {
-		st.Pending[i] = int64(sh.live)
+	st := store.Stats{Kind: "memory", Pending: make([]int64, len(s.shards)),
+		Commits: s.commits.Load(), Records: s.records.Load(), DoneByReason: map[string]uint64{}}
+	for i, x := range s.shards {
+		x.mu.Lock()
+		st.Pending[i] = int64(x.live)
+		x.mu.Unlock()
 		st.PendingTotal += st.Pending[i]
 	}
+	s.keyMu.Lock()
+	s.deadMu.Lock()
+	s.expireDead()
+	st.Dead = int64(len(s.dead))
+	s.deadMu.Unlock()
+	s.keyMu.Unlock()
 	for r := store.Reason(0); r < store.NumReasons; r++ {
-		st.DoneByReason[r.String()] = s.done[r]
+		st.DoneByReason[r.String()] = s.done[r].Load()
 	}
 	return st
 }
 
 // Close drops everything; later calls fail with store.ErrClosed.
 func (s *Store) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
 	if s.closed {
 		return store.ErrClosed
 	}
 	s.closed = true
-	s.owner = nil
-	for _, sh := range s.shards {
-		sh.pages, sh.free, sh.buckets, sh.order = nil, nil, nil, nil
+	s.owner.Store(nil)
+	for _, x := range s.shards {
+		x.mu.Lock()
+		x.pages, x.free, x.extra, x.buckets, x.order = nil, nil, nil, nil, nil
+		x.mu.Unlock()
 	}
-	s.keys, s.dead, s.deadOrder = nil, nil, nil
+	s.keyMu.Lock()
+	s.keys = nil
+	s.keyMu.Unlock()
+	s.deadMu.Lock()
+	s.dead, s.deadOrder = nil, nil
+	s.deadMu.Unlock()
 	return nil
 }

@@ -14,6 +14,7 @@ func Combine(evs ...engine.Events) engine.Events {
 		Retry:         combine(evs, func(e engine.Events) func(engine.RetryInfo) { return e.Retry }),
 		DeadLetter:    combine(evs, func(e engine.Events) func(engine.DeadLetterInfo) { return e.DeadLetter }),
 		HandlerPanic:  combine(evs, func(e engine.Events) func(engine.PanicInfo) { return e.HandlerPanic }),
+		Expired:       combine(evs, func(e engine.Events) func(engine.ExpiredInfo) { return e.Expired }),
 		StoreFailed:   combine(evs, func(e engine.Events) func(error) { return e.StoreFailed }),
 		WriteStall:    combine(evs, func(e engine.Events) func(engine.WriteStallInfo) { return e.WriteStall }),
 		ShardAttached: combine(evs, func(e engine.Events) func(int) { return e.ShardAttached }),

@@ -133,6 +133,36 @@ type group struct {
 }
 
 // feed records m (with its ID) for the owner's feed.
+// sizeFeed sizes the feed's per-shard slices for every message the group's
+// requests may make pending, so that each is allocated once.
+func (g *group) sizeFeed() {
+	var per [store.MaxShards]int32
+	for _, r := range g.reqs {
+		switch r.kind {
+		case reqAppend:
+			for i := range r.msgs {
+				per[r.msgs[i].Shard]++
+			}
+		case reqResolve:
+			for i := range r.batch.New {
+				per[r.batch.New[i].Shard]++
+			}
+		case reqReplay:
+			for _, id := range r.ids {
+				per[id.Shard()]++
+			}
+		}
+	}
+	for sh, n := range per {
+		if n > 0 {
+			if g.fed == nil {
+				g.fed = map[int][]store.Message{}
+			}
+			g.fed[sh] = make([]store.Message, 0, n)
+		}
+	}
+}
+
 func (g *group) feed(m *store.Message) {
 	if g.fed == nil {
 		g.fed = map[int][]store.Message{}
@@ -398,6 +428,7 @@ func (w *writer) build(g *group) {
 	g.results = make([]result, len(g.reqs))
 	g.pending = make([]int64, s.shards)
 	g.now = s.opts.Now().UnixNano()
+	g.sizeFeed()
 	if err := s.Err(); err != nil {
 		for i := range g.results {
 			g.results[i].err = err

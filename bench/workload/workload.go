@@ -15,12 +15,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
-	"math/bits"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/hourglassmq/hourglass/internal/hist"
 )
 
 // PayloadSize is the size of an encoded payload.
@@ -100,9 +100,9 @@ type Recorder struct {
 	fired   atomic.Int64    // first deliveries
 	dups    atomic.Int64
 	early   atomic.Int64
-	foreign atomic.Int64 // undecodable or out-of-range payloads
-	overdue atomic.Int64 // delivered messages submitted after their due time
-	hist    histogram
+	foreign atomic.Int64   // undecodable or out-of-range payloads
+	overdue atomic.Int64   // delivered messages submitted after their due time
+	late    hist.Histogram // signed: an early delivery counts below zero
 	done    chan struct{}
 	last    atomic.Int64 // Unix ns of the last first delivery
 }
@@ -154,7 +154,7 @@ func (r *Recorder) DeliverSeq(seq uint64, dueNs int64, now time.Time) error {
 		r.overdue.Add(1)
 	}
 	late := nowNs - from
-	r.hist.add(late)
+	r.late.Record(time.Duration(late))
 	r.last.Store(nowNs)
 	if r.fired.Add(1) == int64(r.n) {
 		close(r.done)
@@ -175,6 +175,9 @@ type Result struct {
 	Overdue int64
 	// P50, P99 and Max are lateness percentiles over first deliveries,
 	// counted from the later of due and submit time; negative means early.
+	// They come from internal/hist, as the engine's and the load
+	// generator's do: nearest rank, never below the exact value and at
+	// most 1/64 of its magnitude above it; Max is exact.
 	P50, P99, Max time.Duration
 	// Last is the wall time of the last first delivery (zero if none).
 	Last time.Time
@@ -187,88 +190,10 @@ func (r *Recorder) Result() Result {
 		Duplicates: r.dups.Load(), Foreign: r.foreign.Load(), Overdue: r.overdue.Load(),
 	}
 	res.Lost = res.N - res.Fired
-	res.P50, res.P99, res.Max = r.hist.quantile(0.50), r.hist.quantile(0.99), r.hist.max()
+	late := r.late.Summary()
+	res.P50, res.P99, res.Max = late.P50, late.P99, late.Max
 	if l := r.last.Load(); l != 0 {
 		res.Last = time.Unix(0, l)
 	}
 	return res
-}
-
-// histogram is a lock-free log-linear histogram of nanosecond values with
-// 1/16 relative precision; negative values (early deliveries) are kept in a
-// separate mirror so an early delivery is never reported as on time.
-type histogram struct {
-	pos, neg [64 * subBuckets]atomic.Int64
-	count    atomic.Int64
-	maxV     atomic.Int64
-	hasMax   atomic.Bool
-}
-
-const subBits = 4
-const subBuckets = 1 << subBits
-
-func bucketOf(v uint64) int {
-	if v < subBuckets {
-		return int(v)
-	}
-	e := bits.Len64(v) - subBits - 1
-	return (e+1)*subBuckets + int(v>>uint(e)) - subBuckets
-}
-
-func bucketLow(b int) uint64 {
-	if b < subBuckets {
-		return uint64(b)
-	}
-	e := b/subBuckets - 1
-	return uint64(b%subBuckets+subBuckets) << uint(e)
-}
-
-func (h *histogram) add(v int64) {
-	if v < 0 {
-		h.neg[bucketOf(uint64(-v))].Add(1)
-	} else {
-		h.pos[bucketOf(uint64(v))].Add(1)
-	}
-	h.count.Add(1)
-	for {
-		m := h.maxV.Load()
-		if h.hasMax.Load() && v <= m {
-			break
-		}
-		if h.maxV.CompareAndSwap(m, v) {
-			h.hasMax.Store(true)
-			break
-		}
-	}
-}
-
-func (h *histogram) max() time.Duration {
-	if !h.hasMax.Load() {
-		return 0
-	}
-	return time.Duration(h.maxV.Load())
-}
-
-// quantile returns the q-quantile (lower bucket bound), walking from the
-// most early bucket to the most late one.
-func (h *histogram) quantile(q float64) time.Duration {
-	n := h.count.Load()
-	if n == 0 {
-		return 0
-	}
-	rank := int64(math.Ceil(q * float64(n)))
-	var acc int64
-	for b := len(h.neg) - 1; b >= 0; b-- {
-		acc += h.neg[b].Load()
-		if acc >= rank {
-			return -time.Duration(bucketLow(b))
-		}
-	}
-	for b := range h.pos {
-		acc += h.pos[b].Load()
-		if acc >= rank {
-			return time.Duration(bucketLow(b))
-		}
-	}
-	return h.max()
 }

@@ -28,23 +28,15 @@ func TestRecorderCounts(t *testing.T) {
 	if res.Max != 998*time.Millisecond {
 		t.Fatalf("max %v", res.Max)
 	}
-	if d := res.P50 - 499*time.Millisecond; d < -35*time.Millisecond || d > 0 {
+	// 999 first deliveries 0, 1, …, 998 ms late: the nearest-rank p50 is the
+	// 500th, 499 ms, reported at most 1/64 above.
+	if d := res.P50 - 499*time.Millisecond; d < 0 || d > 499*time.Millisecond/64 {
 		t.Fatalf("p50 %v", res.P50)
 	}
 	select {
 	case <-r.Done():
 		t.Fatal("done before every sequence fired")
 	default:
-	}
-}
-
-func TestHistogramBuckets(t *testing.T) {
-	for _, v := range []uint64{0, 1, 15, 16, 17, 31, 32, 1000, 1 << 40, 1<<63 - 1} {
-		b := bucketOf(v)
-		lo := bucketLow(b)
-		if lo > v || (v >= subBuckets && float64(v-lo) > float64(v)/subBuckets) {
-			t.Fatalf("v=%d bucket %d low %d", v, b, lo)
-		}
 	}
 }
 

@@ -389,8 +389,8 @@ producing:
 	if f, l := s.firstFire.Load(), s.lastFire.Load(); l > f {
 		rep.FireRate = float64(rep.Delivered+rep.Duplicates) / time.Duration(l-f).Seconds()
 	}
-	rep.AckLatencyMs = quantiles{P50: s.ack.quantileMs(0.5), P99: s.ack.quantileMs(0.99), P999: s.ack.quantileMs(0.999)}
-	rep.LatenessMs = lateness{P50: s.late.quantileMs(0.5), P99: s.late.quantileMs(0.99), P999: s.late.quantileMs(0.999), Max: s.late.quantileMs(1)}
+	rep.AckLatencyMs = quantilesMs(&s.ack)
+	rep.LatenessMs = latenessMs(&s.late)
 	for _, n := range nodes {
 		rep.Nodes = append(rep.Nodes, nodeReport{Node: n.i, Fires: n.fires.Load(), Partitions: len(n.owned()), Killed: n.dead.Load()})
 	}
@@ -456,7 +456,7 @@ func produceCluster(ctx context.Context, s *session, until time.Time, pick func(
 					}
 					return fmt.Errorf("schedule through node %d: %w", n.i, err)
 				}
-				s.ack.recordN(lat, k)
+				s.ack.RecordN(lat, uint64(k))
 				for i := range k {
 					s.tr.ack(seq0 + uint64(i))
 					due := msgs[i].Due.UnixNano()

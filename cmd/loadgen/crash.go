@@ -15,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/hourglassmq/hourglass/internal/hist"
 )
 
 // childLogs is a crash child's record of what it was told and what it did,
@@ -225,7 +227,7 @@ func runCrash(ctx context.Context, cfg config, out io.Writer) (*report, error) {
 // checkLogs replays the children's logs into a tracker and builds the report.
 func checkLogs(dir string) (*report, error) {
 	tr := &tracker{}
-	var late hist
+	var late hist.Histogram // delivery time minus due time, early as 0
 	read := func(kind string, size int, fn func(b []byte)) error {
 		files, err := filepath.Glob(filepath.Join(dir, kind+".*.log"))
 		if err != nil {
@@ -254,7 +256,7 @@ func checkLogs(dir string) (*report, error) {
 		due := int64(binary.LittleEndian.Uint64(b[8:]))
 		at := int64(binary.LittleEndian.Uint64(b[16:]))
 		tr.deliver(seq, due, at)
-		late.record(time.Duration(at - due))
+		late.Record(max(time.Duration(at-due), 0))
 		if first == 0 || at < first {
 			first = at
 		}
@@ -276,7 +278,7 @@ func checkLogs(dir string) (*report, error) {
 	if last > first {
 		rep.FireRate = float64(rep.Delivered+rep.Duplicates) / time.Duration(last-first).Seconds()
 	}
-	rep.LatenessMs = lateness{P50: late.quantileMs(0.5), P99: late.quantileMs(0.99), P999: late.quantileMs(0.999), Max: late.quantileMs(1)}
+	rep.LatenessMs = latenessMs(&late)
 	return rep, nil
 }
 

@@ -1,79 +1,20 @@
 package main
 
-import (
-	"math/bits"
-	"sync/atomic"
-	"time"
-)
+import "github.com/hourglassmq/hourglass/internal/hist"
 
-// hist is a lock-free log-linear histogram of durations in microseconds:
-// 16 linear sub-buckets per power of two (exact below 32 µs), so a quantile
-// overestimates the true value by at most 6.25 %. Handlers on many goroutines record into it at once.
-type hist struct {
-	counts [64 * subBuckets / 2]atomic.Uint64
-	max    atomic.Int64
-	n      atomic.Uint64
+// The report's latencies come from internal/hist, the histogram the engine
+// and the benchmarks use too, so a loadgen p99 compares with theirs: a
+// quantile is never below the exact one and at most 1/64 of it above; the
+// maximum is exact.
+
+// quantilesMs reports h's p50, p99 and p99.9 in milliseconds.
+func quantilesMs(h *hist.Histogram) quantiles {
+	s := h.Summary()
+	return quantiles{P50: ms(s.P50), P99: ms(s.P99), P999: ms(s.P999)}
 }
 
-const subBits = 5
-const subBuckets = 1 << subBits
-
-func (h *hist) record(d time.Duration) { h.recordN(d, 1) }
-
-func bucketOf(v uint64) int {
-	if v < subBuckets {
-		return int(v)
-	}
-	// v = m << e plus a remainder, with the mantissa m in [16, 32): bucket
-	// 16e + m continues the linear buckets 0..31 without a gap.
-	e := bits.Len64(v) - subBits
-	return e*subBuckets/2 + int(v>>e)
-}
-
-// upper returns the largest value that falls in bucket i.
-func upper(i int) uint64 {
-	if i < subBuckets {
-		return uint64(i)
-	}
-	e := i/(subBuckets/2) - 1
-	m := uint64(i%(subBuckets/2) + subBuckets/2)
-	return (m+1)<<e - 1
-}
-
-// quantileMs returns the q-quantile (0..1) in milliseconds, as the upper
-// bound of the bucket it falls in (never an underestimate, except for q = 1,
-// which is the exact maximum).
-func (h *hist) quantileMs(q float64) float64 {
-	n := h.n.Load()
-	if n == 0 {
-		return 0
-	}
-	if q >= 1 {
-		return float64(h.max.Load()) / 1000
-	}
-	want := uint64(q*float64(n-1)) + 1
-	var acc uint64
-	for i := range h.counts {
-		acc += h.counts[i].Load()
-		if acc >= want {
-			return float64(min(upper(i), uint64(h.max.Load()))) / 1000
-		}
-	}
-	return float64(h.max.Load()) / 1000
-}
-
-// recordN records d for n events at once (a batch that shared one latency).
-func (h *hist) recordN(d time.Duration, n int64) {
-	if n <= 0 {
-		return
-	}
-	us := max(int64(d/time.Microsecond), 0)
-	h.counts[bucketOf(uint64(us))].Add(uint64(n))
-	h.n.Add(uint64(n))
-	for {
-		m := h.max.Load()
-		if us <= m || h.max.CompareAndSwap(m, us) {
-			return
-		}
-	}
+// latenessMs reports h's p50, p99, p99.9 and maximum in milliseconds.
+func latenessMs(h *hist.Histogram) lateness {
+	s := h.Summary()
+	return lateness{P50: ms(s.P50), P99: ms(s.P99), P999: ms(s.P999), Max: ms(s.Max)}
 }

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/hourglassmq/hourglass/engine"
+	"github.com/hourglassmq/hourglass/internal/hist"
 )
 
 // queueName is the local queue every loadgen message goes to.
@@ -27,10 +28,10 @@ type session struct {
 	eng    *engine.Engine
 	tgt    *target
 	tr     *tracker
-	logs   *childLogs // set in a -crash child
-	seqLo  uint64     // first sequence number this session hands out
-	ack    hist
-	late   hist
+	logs   *childLogs     // set in a -crash child
+	seqLo  uint64         // first sequence number this session hands out
+	ack    hist.Histogram // ScheduleBatch latency, per message
+	late   hist.Histogram // delivery time minus due time, early as 0
 	start  time.Time
 	sched  atomic.Int64 // ScheduleBatch attempts, in messages
 	maxDue atomic.Int64 // latest due time acknowledged, unix ns
@@ -109,7 +110,7 @@ func (s *session) check(payload []byte) error {
 			return err
 		}
 	}
-	s.late.record(time.Duration(now - due))
+	s.late.Record(max(time.Duration(now-due), 0))
 	s.tr.deliver(seq, due, now)
 	s.firstFire.CompareAndSwap(0, now)
 	s.lastFire.Store(now)
@@ -171,7 +172,7 @@ func (s *session) produce(ctx context.Context, until time.Time) error {
 					}
 					return fmt.Errorf("schedule: %w", err)
 				}
-				s.ack.recordN(lat, k)
+				s.ack.RecordN(lat, uint64(k))
 				for i := range k {
 					seq := seq0 + uint64(i)
 					s.tr.ack(seq)
@@ -214,7 +215,7 @@ func (s *session) progress(out io.Writer, phase string, eta time.Duration) {
 	el := time.Since(s.start).Seconds()
 	fmt.Fprintf(out, "%5.1fs %-8s scheduled %10d (%7.0f/s)  fired %10d (%7.0f/s)  pending %9d  p99 lateness %6.1fms  eta %v\n",
 		el, phase, s.tr.acked.Load(), float64(s.tr.acked.Load())/el, s.tr.delivered.Load(), float64(s.tr.delivered.Load())/el,
-		s.tr.acked.Load()-s.tr.delivered.Load(), s.late.quantileMs(0.99), eta.Round(time.Second))
+		s.tr.acked.Load()-s.tr.delivered.Load(), ms(s.late.Snapshot().Quantile(0.99)), eta.Round(time.Second))
 }
 
 // drain waits until every acknowledged message was delivered, or until the
@@ -330,8 +331,8 @@ func (s *session) finish(ctx context.Context, schedSecs float64) *report {
 	if f, l := s.firstFire.Load(), s.lastFire.Load(); l > f {
 		rep.FireRate = float64(rep.Delivered+rep.Duplicates) / time.Duration(l-f).Seconds()
 	}
-	rep.AckLatencyMs = quantiles{P50: s.ack.quantileMs(0.5), P99: s.ack.quantileMs(0.99), P999: s.ack.quantileMs(0.999)}
-	rep.LatenessMs = lateness{P50: s.late.quantileMs(0.5), P99: s.late.quantileMs(0.99), P999: s.late.quantileMs(0.999), Max: s.late.quantileMs(1)}
+	rep.AckLatencyMs = quantilesMs(&s.ack)
+	rep.LatenessMs = latenessMs(&s.late)
 	return rep
 }
 

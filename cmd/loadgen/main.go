@@ -12,7 +12,9 @@
 // the report can say how many acknowledged messages were lost, how many came
 // early and how many twice. The exit status is 1 when any was lost or early.
 //
-// Modes: -mem (no store), -replay DIR (open a store left by an earlier run,
+// Modes: -mem (no store), -find-rate (search for the highest rate the engine
+// sustains with p99 lateness at most 10 ms, reported as sustainable_rate),
+// -replay DIR (open a store left by an earlier run,
 // fire what is pending, report the recovery) and -crash N (run the engine in
 // a child process, SIGKILL it N times at random moments, restart it on the
 // same store, and check the child's log of acknowledged schedules against
@@ -80,6 +82,8 @@ func run(ctx context.Context, cfg config, out io.Writer) (*report, error) {
 		rep, err = runCrash(ctx, cfg, out)
 	case cfg.Replay != "":
 		rep, err = runReplay(ctx, cfg, out)
+	case cfg.FindRate:
+		rep, err = runFindRate(ctx, cfg, out)
 	default:
 		rep, err = runLoad(ctx, cfg, out)
 	}

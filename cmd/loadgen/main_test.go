@@ -16,6 +16,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/hourglassmq/hourglass/internal/hist"
 )
 
 // TestMain runs a -crash child when the test binary is started as one.
@@ -77,6 +79,34 @@ func TestDurableRunWritesTheJSONContract(t *testing.T) {
 	require.Equal(t, []string{"p50", "p99", "p999"}, keys(doc["ack_latency_ms"]))
 	require.Equal(t, []string{"max", "p50", "p99", "p999"}, keys(doc["lateness_ms"]))
 	require.NotContains(t, doc, "recovery", "recovery is reported by -crash and -replay only")
+}
+
+// TestFindRateReportsTheSustainableRate runs a tiny search: every step is
+// reported, the rate found is one that passed, and the JSON carries it.
+func TestFindRateReportsTheSustainableRate(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "r.json")
+	cfg, err := parseFlags([]string{"-find-rate", "-mem", "-rate", "1000", "-max-rate", "4000", "-step", "300ms",
+		"-duration", "500ms", "-producers", "4", "-delay", "uniform:0s-100ms", "-json", out})
+	require.NoError(t, err)
+	rep, err := run(context.Background(), cfg, io.Discard)
+	require.NoError(t, err)
+	require.Zero(t, rep.Lost)
+	require.Zero(t, rep.Early)
+	require.GreaterOrEqual(t, len(rep.Steps), 2)
+	require.NotNil(t, rep.SustainableRate)
+	if *rep.SustainableRate > 0 {
+		passed := false
+		for _, s := range rep.Steps {
+			passed = passed || (s.Pass && s.Rate == *rep.SustainableRate && s.Seconds == 0.5)
+		}
+		require.True(t, passed, "the sustainable rate is one a confirming run passed: %+v", rep.Steps)
+	}
+	b, err := os.ReadFile(out)
+	require.NoError(t, err)
+	var doc map[string]any
+	require.NoError(t, json.Unmarshal(b, &doc))
+	require.Contains(t, doc, "steps")
+	require.Contains(t, doc, "sustainable_rate")
 }
 
 func keys(v any) []string {
@@ -168,28 +198,29 @@ func TestDelaysStayInTheirRange(t *testing.T) {
 	}
 }
 
-func TestHistogramQuantilesAreTight(t *testing.T) {
-	var h hist
+// TestReportQuantilesAreTight checks the report's millisecond figures
+// against the exact quantiles of what was recorded: never below, within
+// internal/hist's relative error above, the maximum exact.
+func TestReportQuantilesAreTight(t *testing.T) {
+	var h hist.Histogram
 	rng := rand.New(rand.NewPCG(3, 4))
 	vals := make([]time.Duration, 100_000)
 	for i := range vals {
 		vals[i] = time.Duration(rng.ExpFloat64() * float64(5*time.Millisecond))
-		h.record(vals[i])
+		h.Record(vals[i])
 	}
 	slices.Sort(vals)
-	for _, q := range []float64{0.5, 0.99, 0.999} {
-		exact := float64(vals[int(q*float64(len(vals)-1))]) / 1e6
-		got := h.quantileMs(q)
-		require.GreaterOrEqual(t, got, exact-0.001, "q%v never underestimates", q)
-		require.LessOrEqual(t, got, exact*1.07+0.002, "q%v within the bucket width", q)
+	got := latenessMs(&h)
+	for _, c := range []struct {
+		q   float64
+		got float64
+	}{{0.5, got.P50}, {0.99, got.P99}, {0.999, got.P999}} {
+		exact := ms(vals[int(math.Round(c.q*float64(len(vals))))-1]) // nearest rank: q·n is whole here
+		require.GreaterOrEqual(t, c.got, exact, "q%v never underestimates", c.q)
+		require.LessOrEqual(t, c.got, exact*(1+hist.RelativeError), "q%v within the bucket width", c.q)
 	}
-	require.Equal(t, float64(vals[len(vals)-1]/time.Microsecond)/1000, h.quantileMs(1), "the maximum is exact")
-	for v := uint64(0); v < 1<<20; v += 1 + v/7 {
-		require.GreaterOrEqual(t, upper(bucketOf(v)), v)
-		if b := bucketOf(v); b > 0 {
-			require.Less(t, upper(b-1), v, "buckets are contiguous at %d", v)
-		}
-	}
+	require.Equal(t, ms(vals[len(vals)-1]), got.Max, "the maximum is exact")
+	require.Equal(t, quantiles{P50: got.P50, P99: got.P99, P999: got.P999}, quantilesMs(&h))
 }
 
 func TestTransportTargets(t *testing.T) {

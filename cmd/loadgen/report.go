@@ -32,7 +32,11 @@ type report struct {
 	// failover time.
 	Nodes      []nodeReport `json:"nodes,omitempty"`
 	FailoverMs *float64     `json:"failover_ms,omitempty"`
-	Config     config       `json:"config"`
+	// SustainableRate and Steps are -find-rate's: the rate found, and
+	// every run of the search (the other figures are the confirming run's).
+	SustainableRate *float64   `json:"sustainable_rate,omitempty"`
+	Steps           []findStep `json:"steps,omitempty"`
+	Config          config     `json:"config"`
 
 	unexpected int64 // delivered but never acknowledged; text report only
 }
@@ -91,6 +95,9 @@ func (r *report) print(out io.Writer) {
 	}
 	if r.FailoverMs != nil {
 		fmt.Fprintf(out, "  failover       %.0f ms (session timeout %v)\n", *r.FailoverMs, clusterSessionTimeout)
+	}
+	if r.SustainableRate != nil {
+		fmt.Fprintf(out, "  sustainable    %.0f/s (p99 lateness <= %.0f ms; the figures above are of the confirming run)\n", *r.SustainableRate, maxSustainableP99)
 	}
 	if r.Recovery != nil {
 		fmt.Fprintf(out, "  recovery       %d messages, first fire after %.1f ms, fully loaded after %.1f ms\n",

@@ -476,7 +476,7 @@ func ExampleVerify() {
 		// Deduplicate on id, then process body.
 		w.WriteHeader(http.StatusNoContent)
 	})
-	_ = handler
+	http.Handle("/hooks/hourglass", handler)
 }
 
 func TestConcurrentSends(t *testing.T) {

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"time"
+)
+
+// -find-rate searches for the sustainable rate: the highest paced -rate at
+// which the engine keeps up (the producers reach the rate and every message
+// is delivered) with p99 lateness at most maxSustainableP99. It doubles the
+// rate from -rate (default 25,000/s) while a step passes, then bisects
+// between the last rate that passed and the first that failed, each step a
+// -step run on a fresh store; then it confirms the best rate with a run of
+// -duration (30 s by default), stepping down by a tenth if that run fails.
+
+// maxSustainableP99 is the lateness bound of a sustainable rate.
+const maxSustainableP99 = 10.0 // ms
+
+// findStep is one run of the search, in the report.
+type findStep struct {
+	Rate         float64 `json:"rate"`
+	Seconds      float64 `json:"seconds"`
+	ScheduleRate float64 `json:"schedule_rate"`
+	FireRate     float64 `json:"fire_rate"`
+	P99Ms        float64 `json:"p99_ms"`
+	Lost         int64   `json:"lost"`
+	Early        int64   `json:"early"`
+	Pass         bool    `json:"pass"`
+}
+
+// sustains reports whether a run at rate kept up within the bound.
+func sustains(rate float64, rep *report) bool {
+	return rep.Lost == 0 && rep.Early == 0 && rep.ScheduleRate >= 0.97*rate && rep.LatenessMs.P99 <= maxSustainableP99
+}
+
+func runFindRate(ctx context.Context, cfg config, out io.Writer) (*report, error) {
+	var steps []findStep
+	var lost, early int64
+	step := func(rate float64, d time.Duration) (*report, bool, error) {
+		c := cfg
+		c.Rate, c.Duration, c.Quiet, c.FindRate = rate, d, true, false
+		rep, err := runLoad(ctx, c, io.Discard)
+		if err != nil {
+			return nil, false, err
+		}
+		ok := sustains(rate, rep)
+		lost += rep.Lost
+		early += rep.Early
+		steps = append(steps, findStep{Rate: rate, Seconds: d.Seconds(), ScheduleRate: rep.ScheduleRate, FireRate: rep.FireRate,
+			P99Ms: rep.LatenessMs.P99, Lost: rep.Lost, Early: rep.Early, Pass: ok})
+		verdict := "keeps up"
+		if !ok {
+			verdict = "falls behind"
+		}
+		fmt.Fprintf(out, "  rate %9.0f/s for %-4v schedule %9.0f/s  p99 lateness %8.2f ms  lost %d early %d: %s\n",
+			rate, d, rep.ScheduleRate, rep.LatenessMs.P99, rep.Lost, rep.Early, verdict)
+		return rep, ok, nil
+	}
+	fmt.Fprintf(out, "hourglass loadgen -find-rate: the highest rate with p99 lateness <= %.0f ms (%d producers × batch %d, delay %s, payload %d B)\n",
+		maxSustainableP99, cfg.Producers, cfg.Batch, cfg.Delay, cfg.Payload)
+	lo, hi := 0.0, math.Inf(1)
+	rate := cfg.Rate
+	if rate == 0 {
+		rate = 25000
+	}
+	for rate <= cfg.MaxRate {
+		_, ok, err := step(rate, cfg.Step)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			hi = rate
+			break
+		}
+		lo = rate
+		rate *= 2
+	}
+	for range 3 {
+		if lo == 0 || math.IsInf(hi, 1) || hi-lo <= lo/16 {
+			break
+		}
+		mid := math.Round((lo + hi) / 2)
+		_, ok, err := step(mid, cfg.Step)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	// Confirm over the full duration, stepping down if it falls behind.
+	var final *report
+	sustainable := 0.0
+	for try := 0; try < 3 && lo > 0; try++ {
+		rep, ok, err := step(lo, cfg.Duration)
+		if err != nil {
+			return nil, err
+		}
+		final = rep
+		if ok {
+			sustainable = lo
+			break
+		}
+		lo = math.Round(lo * 0.9)
+	}
+	if final == nil {
+		// Not even the first rate kept up: report its run.
+		final, _, _ = step(rate, cfg.Duration)
+		if final == nil {
+			return nil, fmt.Errorf("no step ran")
+		}
+	}
+	final.SustainableRate = &sustainable
+	final.Steps = steps
+	final.Lost, final.Early = lost, early // every step counts toward the verdict
+	fmt.Fprintf(out, "sustainable rate: %.0f/s\n", sustainable)
+	if sustainable == 0 {
+		fmt.Fprintln(os.Stderr, "loadgen: no rate kept p99 lateness within bound")
+	}
+	return final, nil
+}
