@@ -354,6 +354,10 @@ producing:
 	if len(alive) > 0 {
 		stats = alive[0].eng.Stats()
 	}
+	owned := make([]int, len(nodes)) // before closeAll hands them over
+	for i, n := range nodes {
+		owned[i] = len(n.owned())
+	}
 	closeAll()
 	if killWait != nil {
 		// The killed node's Close is bounded by the store even on its dead
@@ -391,8 +395,8 @@ producing:
 	}
 	rep.AckLatencyMs = quantilesMs(&s.ack)
 	rep.LatenessMs = latenessMs(&s.late)
-	for _, n := range nodes {
-		rep.Nodes = append(rep.Nodes, nodeReport{Node: n.i, Fires: n.fires.Load(), Partitions: len(n.owned()), Killed: n.dead.Load()})
+	for i, n := range nodes {
+		rep.Nodes = append(rep.Nodes, nodeReport{Node: n.i, Fires: n.fires.Load(), Partitions: owned[i], Killed: n.dead.Load()})
 	}
 	if !fo.at.IsZero() {
 		ms := fo.ms()
