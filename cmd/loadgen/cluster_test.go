@@ -20,6 +20,12 @@ func TestClusterRun(t *testing.T) {
 	var doc map[string]any
 	require.NoError(t, json.Unmarshal(b, &doc))
 	require.Contains(t, doc, "nodes")
+	require.NotContains(t, doc, "failover_ms", "reported with -kill-node only")
+	for _, n := range doc["nodes"].([]any) {
+		for _, k := range []string{"node", "fires", "partitions"} {
+			require.Contains(t, n, k)
+		}
+	}
 	for _, k := range []string{"lost", "early", "duplicates"} {
 		require.Contains(t, doc, k)
 	}
