@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -32,7 +33,9 @@ func TestClusterRun(t *testing.T) {
 }
 
 // TestClusterKillNode: -kill-node crashes a node mid-run; nothing is lost
-// or early and failover_ms is reported within session timeout + 4 s.
+// or early and failover_ms is reported within session timeout + 6 s (a
+// generous bound: here it is ≈ 6.5 s, but the take-over is CPU-bound and
+// CI runs packages side by side on two cores).
 func TestClusterKillNode(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits for a 6 s session timeout")
@@ -42,6 +45,6 @@ func TestClusterKillNode(t *testing.T) {
 	require.Zero(t, rep.Early, "early")
 	require.NotNil(t, rep.FailoverMs)
 	require.Positive(t, *rep.FailoverMs)
-	require.Less(t, *rep.FailoverMs, float64((clusterSessionTimeout+4e9)/1e6))
+	require.Less(t, *rep.FailoverMs, float64((clusterSessionTimeout+6*time.Second)/time.Millisecond))
 	require.True(t, rep.Nodes[2].Killed)
 }
