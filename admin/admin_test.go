@@ -276,6 +276,9 @@ func TestRescheduleAndRunNow(t *testing.T) {
 	require.Equal(t, "2026-11-25T12:00:00Z", out["due"])
 	f.clock.Advance(10 * time.Millisecond)
 	require.Equal(t, []string{id}, f.delivered(1), "run now delivers it")
+	// The sink saw it; its Delivered outcome may not be committed yet (then
+	// a reschedule is refused as in flight).
+	require.NoError(t, f.eng.WaitIdle(context.Background()))
 
 	st, out = f.call("POST", "messages/0000000000000/reschedule", `{"in":"1s"}`)
 	require.Equal(t, http.StatusBadRequest, st, "%v", out)
