@@ -266,12 +266,18 @@ func (e *Engine) runHandlers(b *batch, pol *RetryPolicy) {
 			return false
 		}
 	}
+	// The deadline timer starts before any handler can: a handler's
+	// deadline counts from its own start, never before this, so the timer
+	// fires at or before the first deadline, whatever the clock does
+	// between the two.
+	timer := e.clock.NewTimer(q.Timeout)
+	defer timer.Stop()
 	for range min(len(live), q.Parallelism) {
 		if !submit() {
 			break
 		}
 	}
-	if r.wait(submit) && len(live) == len(b.msgs) {
+	if r.wait(timer, submit) && len(live) == len(b.msgs) {
 		// A worker may still read r.msgs, which is b's: b must not go
 		// back to its pool.
 		b.noPool = true
@@ -316,14 +322,13 @@ func (e *Engine) runHandlers(b *batch, pol *RetryPolicy) {
 	}
 }
 
-// wait waits until every slot of r finished or was abandoned: at its
+// wait waits until every slot of r finished or was abandoned, woken by
+// timer (armed before the first handler started): at its
 // deadline (the attempt fails; a replacement worker starts, and submit
 // hands the rest of the batch to it) or because the engine is closing
 // (no outcome). It reports whether any slot was abandoned.
-func (r *handlerRun) wait(submit func() bool) (abandoned bool) {
+func (r *handlerRun) wait(timer Timer, submit func() bool) (abandoned bool) {
 	e, q := r.e, r.q
-	timer := e.clock.NewTimer(q.Timeout)
-	defer timer.Stop()
 	for remaining := len(r.slots); remaining > 0; {
 		select {
 		case <-r.done:
