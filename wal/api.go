@@ -201,7 +201,16 @@ func (s *Store) Get(ctx context.Context, id store.ID) (store.Message, error) {
 			if derr != nil {
 				return store.Message{}, fmt.Errorf("wal: get %s: %w", id, derr)
 			}
-			if sum.isLive(idSlot(id)) {
+			live := sum.isLive(idSlot(id))
+			if live {
+				// The summary may predate a clear in the resolve log.
+				cleared, err := clearedSince(snap, id)
+				if err != nil {
+					return store.Message{}, fmt.Errorf("wal: get %s: %w", id, err)
+				}
+				live = !cleared
+			}
+			if live {
 				v, closer, err := snap.Get(blockKey(id.Shard(), idSeq(id), kindBlock))
 				if err != nil {
 					return store.Message{}, fmt.Errorf("wal: get %s: read block: %w", id, err)
@@ -466,6 +475,12 @@ func (s *Store) scanBlocks(ctx context.Context, snap *pebble.Snapshot, q store.S
 		return nil, err
 	}
 	defer it.Close()
+	// The summaries on disk lack the clears of the resolve log since its last
+	// checkpoint: merge them in as each summary is read.
+	clears, err := shardClears(snap, q.Shard, lowest)
+	if err != nil {
+		return nil, err
+	}
 	// Until limit candidates are kept they are simply appended; then the
 	// slice becomes a max-heap and a newcomer must beat the top, taking over
 	// its decoded-message slot. Decoded messages sit in fixed chunks (never
@@ -495,6 +510,9 @@ func (s *Store) scanBlocks(ctx context.Context, snap *pebble.Snapshot, q store.S
 			return nil, err
 		}
 		sum, err := decodeSummary(v)
+		if err == nil && len(clears[seq]) > 0 {
+			err = applyClears(&sum, clears[seq])
+		}
 		if err != nil {
 			return nil, fmt.Errorf("block %d: %w", seq, err)
 		}

@@ -61,7 +61,8 @@ func damagesFor(size int, long bool) []damage {
 // TestEveryDamageIsRefusedOrOpensExactly is the catalogue of damage: it
 // damages every file of a store directory, one file and one damage at a
 // time (a flipped byte at several offsets, truncation to several lengths,
-// deletion), in a store closed cleanly and, separately, in
+// deletion; the files hold every kind of record, the resolve log's
+// clear records included), in a store closed cleanly and, separately, in
 // one that crashed (a crash clone with the unsynced data dropped, taken at
 // rest, so every acknowledged operation is on disk). Each time Open must
 // either refuse with an error wrapping ErrCorrupt, leaving the directory
@@ -94,6 +95,11 @@ func TestEveryDamageIsRefusedOrOpensExactly(t *testing.T) {
 			}
 			require.NoError(t, s.Close())
 			base = copyStore(t, base, storeDir)
+			if crash {
+				// Close checkpoints the resolve log; a crashed store keeps
+				// clear records, which the catalogue damages too.
+				require.NotEmpty(t, rawKeys(t, copyStore(t, base, storeDir))[tagClear], "the fixture holds no resolve log")
+			}
 			want := models[len(models)-1]
 			newest := liveLog(t, base, storeDir)
 			lastRecord := 0

@@ -93,9 +93,14 @@
 // are due within Options.Horizon of now are packed, per shard, into one block
 // record keyed (shard, seq): one Pebble key for up to 32768 messages instead
 // of one per message. Their IDs are (shard, seq, slot). Beside each block, a
-// small summary record holds the live bitmap; a resolve clears bits and
-// rewrites the summary in the same batch. No message ever gets a tombstone of
-// its own: when a shard's watermark (the oldest block with a live slot)
+// small summary record holds the live bitmap. A resolve does not rewrite it:
+// each group commit that clears slots appends one clear record per shard to
+// the resolve log, keyed (shard, seq), a few bytes per slot; the writer keeps
+// every live bitmap in RAM, and a checkpoint rewrites the summaries the log
+// amends and range-deletes the log, in the same batch, once the log passes
+// the larger of 1 MiB and those summaries' size (and at Close). Readers
+// (Open, Scan, Get, Check) merge the log into the summaries they read; see
+// clearlog.go. No message ever gets a tombstone of its own: when a shard's watermark (the oldest block with a live slot)
 // advances, one range deletion from the old watermark to the new one removes
 // every block below it (which also lets Pebble drop whole sstables with
 // delete-only compactions); a block emptied out of order, above the watermark,
@@ -118,6 +123,7 @@
 //	04 id:u64                           -> index record
 //	05 key bytes                        -> id:u64 (idempotency key)
 //	06 id:u64                           -> dead record
+//	07 shard:u8 seq:u64                 -> clear record (resolve log)
 //
 // Records (uvarint/varint are Go's encoding/binary varints; str is a uvarint
 // length then that many bytes; u32le little-endian):
@@ -145,6 +151,16 @@
 //	          +---------+---------+--------+--------+---------+-------------+-------------+
 //	          bit i = byte i/8, bit i%8; live must equal the bitmap's popcount.
 //
+//	clear:    +---------+---------+-----------------------------------------+--------+
+//	          | version | nblocks | nblocks × (seq Δ, nslots, nslots × slot Δ)| crc32c |
+//	          | u8      | uvarint | uvarint each                            | u32le  |
+//	          +---------+---------+-----------------------------------------+--------+
+//	          blocks ascend by seq (first Δ from 0), slots ascend within a
+//	          block (first absolute); every block's seq is below the record's.
+//	          A checkpoint rewrites the summaries the log amends; a clear of a
+//	          slot not live in its summary, or one that empties a stored block,
+//	          is damage.
+//
 //	index:    | version u8 | due var | key str |
 //	dead:     | version u8 | deadAt var | reason str | message record |
 //
@@ -162,12 +178,17 @@
 //
 // # Versioning
 //
-// FormatVersion (1) is stored in the meta record and as the first byte of
-// every value record. Open refuses any other meta version with
-// ErrUnsupportedVersion, naming both versions. Any change to a key or record
-// layout bumps FormatVersion and adds a golden store under testdata (the
-// version-1 store is testdata/golden-v1, checked by TestGoldenFixture; it
-// was written before the clean-close record, so it opens as after a crash).
+// FormatVersion (2) is stored in the meta record and as the first byte of
+// every value record. Open refuses a meta version outside 1..FormatVersion
+// with ErrUnsupportedVersion, naming the versions. Any change to a key or
+// record layout bumps FormatVersion and adds a golden store under testdata,
+// checked by TestGoldenFixture: testdata/golden-v1 (written before the
+// clean-close record) and testdata/golden-v2 (with a resolve log, as after a
+// crash) both open as after a crash. Version 2 added the resolve log and
+// changed nothing else, so this build reads version-1 records, and Open
+// migrates a version-1 store by rewriting its meta record before its first
+// write: a version-1 build, which would ignore the log and bring resolved
+// messages back, then refuses it.
 // The clean-close record carries its own version byte. Pebble's own format
 // is pinned to PebbleFormat: Open refuses a store whose format marker says
 // otherwise and never ratchets it.
@@ -179,6 +200,8 @@
 //     in-RAM window, so blocks are read only on recovery.
 //   - Time-keyspace messages (far future, retried, replayed) cost a point
 //     tombstone each when resolved; they are the minority by design.
+//   - Scan and Get read their shard's resolve log (at most the larger of
+//     1 MiB and the summaries it amends, over all shards) on every call.
 //   - PurgeAllDead is one atomic commit: its size is bounded by memory.
 //   - Open after a clean close reads every file once to check it; after a
 //     crash it reads every key (and replays the log twice, read-only then

@@ -189,6 +189,12 @@ func (s *Store) closeClean() error {
 	if err := s.Err(); err != nil {
 		return s.closeFailed(err)
 	}
+	// Fold the resolve log into the summaries, so the next Open and its
+	// scans read no log.
+	if err := s.w.checkpointNow(); err != nil {
+		s.fail(fmt.Errorf("checkpoint the resolve log: %w", err))
+		return s.closeFailed(s.Err())
+	}
 	// The counts the next Open must find: the writer is stopped, so they
 	// are final.
 	seq, err := readSeq(s.db)

@@ -169,7 +169,26 @@ func (s *Store) open(ctx context.Context, release func()) error {
 				Advice: "another process may have written the directory during Open; open it again"}
 		}
 	}
+	if err := s.migrate(); err != nil {
+		return openError(dir, "migrate", err)
+	}
 	return s.markOpened()
+}
+
+// migrate brings a store of an older format version to FormatVersion before
+// the writer starts. Version 1 differs only in lacking the resolve log, so
+// rewriting the meta record (synced) is the whole migration; from then on a
+// build that reads only version 1, and would ignore the log, refuses it.
+func (s *Store) migrate() error {
+	if s.metaVersion == FormatVersion {
+		return nil
+	}
+	if err := s.db.Set(keyMeta, encodeMeta(s.shards), pebble.Sync); err != nil {
+		return err
+	}
+	s.log.Info("wal: migrated the store's format", "from", s.metaVersion, "to", FormatVersion)
+	s.metaVersion = FormatVersion
+	return s.Err()
 }
 
 // recovered is what the read-only step of Open found.

@@ -42,6 +42,9 @@ type Store struct {
 	failedCh chan struct{}            // closed when failed is set
 	owner    atomic.Pointer[ownerRef] // set by Start; fed by the committer
 	recovery Recovery
+	// metaVersion is the format version the meta record held at Open; an
+	// older one is migrated before the writer starts (see migrate).
+	metaVersion int
 
 	// Set by Open's goroutine only: Pebble opened the directory read-write
 	// (so it may have written), and Open left a Pebble open to finish in
@@ -141,6 +144,7 @@ func (s *Store) loadMeta(create bool) (lastSeq uint64, found bool, err error) {
 			return 0, false, fmt.Errorf("wal: open %s: write meta: %w", dir, err)
 		}
 		s.shards = s.opts.Shards
+		s.metaVersion = FormatVersion
 		s.recovery.Created = true
 		return first, true, nil
 	}
@@ -152,9 +156,10 @@ func (s *Store) loadMeta(create bool) (lastSeq uint64, found bool, err error) {
 	if derr != nil {
 		return 0, false, fmt.Errorf("wal: open %s: %w", dir, derr)
 	}
-	if version != FormatVersion {
-		return 0, false, fmt.Errorf("%w: store %s has format version %d; this build reads version %d", ErrUnsupportedVersion, dir, version, FormatVersion)
+	if version < oldestFormatVersion || version > FormatVersion {
+		return 0, false, fmt.Errorf("%w: store %s has format version %d; this build reads versions %d to %d", ErrUnsupportedVersion, dir, version, oldestFormatVersion, FormatVersion)
 	}
+	s.metaVersion = version
 	if s.opts.Shards != 0 && s.opts.Shards != shards {
 		return 0, false, invalidf("open %s: Options.Shards = %d but the store was created with %d shards (use 0 or %d)", dir, s.opts.Shards, shards, shards)
 	}
@@ -214,12 +219,18 @@ func (s *Store) recover(ctx context.Context, lastSeq uint64) error {
 			continue
 		}
 		w.addBlock(shard, seq, &sum)
-		s.pending[shard] += int64(sum.live)
-		s.recovery.Blocks++
-		s.recovery.BlockPending += int64(sum.live)
 	}
 	if err := errors.Join(it.Error(), it.Close()); err != nil {
 		return wrap("blocks", err)
+	}
+	// The resolve log amends the summaries; then the blocks are counted.
+	if err := w.replayClears(s.db, s.shards, lastSeq); err != nil {
+		return wrap("resolve log", err)
+	}
+	for ref, sum := range w.blocks {
+		s.pending[store.ID(ref<<slotBits).Shard()] += int64(sum.live)
+		s.recovery.Blocks++
+		s.recovery.BlockPending += int64(sum.live)
 	}
 	// Time-keyspace index: one key per message, counted per shard.
 	counted, err := s.countKeys(ctx, tagIndex, func(k []byte) error {
