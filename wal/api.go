@@ -179,11 +179,12 @@ func (s *Store) checkIDs(what string, ids []store.ID) error {
 // Get returns a pending message by ID. It returns an error wrapping
 // ErrNotFound if the ID is not pending (delivered, cancelled, dead-lettered or
 // never assigned); GetDead looks up dead letters.
-func (s *Store) Get(ctx context.Context, id store.ID) (store.Message, error) {
+func (s *Store) Get(ctx context.Context, id store.ID) (_ store.Message, err error) {
 	if err := s.enter(); err != nil {
 		return store.Message{}, err
 	}
 	defer s.leave()
+	defer func() { err = s.damaged(err) }()
 	if err := ctx.Err(); err != nil {
 		return store.Message{}, err
 	}
@@ -266,11 +267,12 @@ func (s *Store) getTimed(r pebble.Reader, id store.ID, due int64) (store.Message
 }
 
 // GetDead returns a dead letter by ID, or an error wrapping ErrNotFound.
-func (s *Store) GetDead(ctx context.Context, id store.ID) (store.DeadLetter, error) {
+func (s *Store) GetDead(ctx context.Context, id store.ID) (_ store.DeadLetter, err error) {
 	if err := s.enter(); err != nil {
 		return store.DeadLetter{}, err
 	}
 	defer s.leave()
+	defer func() { err = s.damaged(err) }()
 	if err := ctx.Err(); err != nil {
 		return store.DeadLetter{}, err
 	}
@@ -291,11 +293,12 @@ func (s *Store) getDead(r pebble.Reader, id store.ID) (store.DeadLetter, error) 
 
 // ListDead pages through dead letters in ID order. The returned ID is the
 // cursor for the next page (pass it as After); it is 0 when there are no more.
-func (s *Store) ListDead(ctx context.Context, q store.DeadQuery) ([]store.DeadLetter, store.ID, error) {
+func (s *Store) ListDead(ctx context.Context, q store.DeadQuery) (_ []store.DeadLetter, _ store.ID, err error) {
 	if err := s.enter(); err != nil {
 		return nil, 0, err
 	}
 	defer s.leave()
+	defer func() { err = s.damaged(err) }()
 	limit := q.Limit
 	if limit <= 0 {
 		limit = 1024
@@ -346,11 +349,12 @@ func (s *Store) ListDead(ctx context.Context, q store.DeadQuery) ([]store.DeadLe
 // call. Memory is bounded by Limit: the time-ordered keyspace is read in
 // order, and packed blocks (near-term messages) are filtered through their
 // summaries and a bounded heap. All reads come from one Pebble snapshot.
-func (s *Store) Scan(ctx context.Context, q store.ScanQuery) ([]store.Message, store.Page, error) {
+func (s *Store) Scan(ctx context.Context, q store.ScanQuery) (_ []store.Message, _ store.Page, err error) {
 	if err := s.enter(); err != nil {
 		return nil, store.Page{}, err
 	}
 	defer s.leave()
+	defer func() { err = s.damaged(err) }()
 	if q.Shard < 0 || q.Shard >= s.shards {
 		return nil, store.Page{}, invalidf("scan: shard %d outside [0, %d)", q.Shard, s.shards)
 	}

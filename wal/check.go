@@ -81,7 +81,7 @@ func Check(ctx context.Context, dir string, fs vfs.FS) (*CheckReport, error) {
 		rep.CleanClose = true
 		if rec, err = readCleanRecord(fs, dir); err != nil {
 			rep.add(label(cleanCloseFile), err.Error())
-		} else if err := rec.verifyFiles(fs, st); err != nil {
+		} else if _, err := rec.verifyFiles(fs, st, false); err != nil {
 			rep.add(label("files"), err.Error())
 		}
 	}

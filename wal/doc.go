@@ -62,12 +62,25 @@
 //     points), on which Pebble's own Open would create a new store and
 //     delete the old files; a creation that crashed before any data is
 //     finished instead;
-//   - after a clean close, any file missing, added or changed since, or
-//     counts that differ after recovery;
+//   - after a clean close, any file missing, added or resized since, any
+//     file but an sstable changed since, or counts that differ after
+//     recovery;
 //   - after a crash (no clean-close record), a log record that is unreadable
-//     although a later record says it was synced, a key or record that does
-//     not decode or breaks an invariant (Open reads every key), and whatever
-//     Pebble itself finds damaged.
+//     although a later record says it was synced;
+//   - a meta record, summary or resolve-log record that does not decode or
+//     breaks an invariant, and whatever Pebble itself finds damaged.
+//
+// What reads everything runs in the background once Open has returned, so
+// a big store starts serving (and the engine firing) at once: after a clean
+// close the CRC of every sstable against the record, after a crash every key
+// of the recovered state, decoded and checked. Damage found there, or by any
+// read before it (Pebble checks every block checksum it reads, and a packed
+// block's CRC is checked on every read), fails the store as below with a
+// *DamageError (errors.Is ErrCorrupt): no call ever answers from damaged
+// bytes. Damage that Pebble's own work finds while Open is still running
+// read-write (a compaction reading a damaged sstable) fails Open after
+// Pebble wrote. Close waits for the background verification, so a
+// clean-close record never vouches for files nobody verified.
 //
 // It does so by reading the listing and the record first, then opening
 // Pebble read-only (which writes nothing) and recovering there; only then
@@ -203,9 +216,11 @@
 //   - Scan and Get read their shard's resolve log (at most the larger of
 //     1 MiB and the summaries it amends, over all shards) on every call.
 //   - PurgeAllDead is one atomic commit: its size is bounded by memory.
-//   - Open after a clean close reads every file once to check it; after a
-//     crash it reads every key (and replays the log twice, read-only then
-//     read-write). Close flushes the memtable and reads every file.
+//   - Open after a clean close reads every file but the sstables before it
+//     returns, and the sstables in the background; after a crash it replays
+//     the log twice (read-only, then read-write) and reads every key in the
+//     background. Close waits for that, flushes the memtable and reads every
+//     file.
 //   - A store closed cleanly and then opened by an older build (which
 //     leaves HOURGLASS-CLOSED stale) is refused as damaged; delete
 //     HOURGLASS-CLOSED to open it as after a crash.

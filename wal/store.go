@@ -42,6 +42,11 @@ type Store struct {
 	failedCh chan struct{}            // closed when failed is set
 	owner    atomic.Pointer[ownerRef] // set by Start; fed by the committer
 	recovery Recovery
+	// The background verification (verify.go): verified is closed when it
+	// ends; verifyCancel, set before Open returns, cancels it (nil: none).
+	verified     chan struct{}
+	verifyCancel context.CancelFunc
+
 	// metaVersion is the format version the meta record held at Open; an
 	// older one is migrated before the writer starts (see migrate).
 	metaVersion int
@@ -94,6 +99,7 @@ func newStore(opts Options) *Store {
 		log:      opts.Logger.With("component", "wal", "dir", opts.Dir),
 		failedCh: make(chan struct{}),
 		released: make(chan struct{}),
+		verified: make(chan struct{}),
 		kick:     make(chan struct{}),
 	}
 	s.fs = guardFS{FS: opts.FS, s: s}
@@ -185,7 +191,9 @@ func (s *Store) recover(ctx context.Context, lastSeq uint64) error {
 		return wrap("blocks", err)
 	}
 	n := 0
-	for ok := it.First(); ok; ok = it.Next() {
+	// Each summary sorts just before its block; the walk seeks past the
+	// block, so recovery reads no message.
+	for ok := it.First(); ok; {
 		if n++; n%4096 == 0 {
 			if err := ctx.Err(); err != nil {
 				_ = it.Close()
@@ -197,11 +205,12 @@ func (s *Store) recover(ctx context.Context, lastSeq uint64) error {
 			_ = it.Close()
 			return wrap("blocks", &CorruptionError{What: "block key", Reason: fmt.Sprintf("length %d", len(k))})
 		}
-		if k[10] != kindSummary {
-			continue
-		}
 		shard := int(k[1])
 		seq := binary.BigEndian.Uint64(k[2:])
+		if k[10] != kindSummary {
+			ok = it.Next()
+			continue
+		}
 		v, err := it.ValueAndErr()
 		if err != nil {
 			_ = it.Close()
@@ -215,10 +224,10 @@ func (s *Store) recover(ctx context.Context, lastSeq uint64) error {
 			_ = it.Close()
 			return wrap("blocks", err)
 		}
-		if sum.live == 0 {
-			continue
+		if sum.live > 0 {
+			w.addBlock(shard, seq, &sum)
 		}
-		w.addBlock(shard, seq, &sum)
+		ok = it.SeekGE(blockKey(shard, seq+1, kindSummary))
 	}
 	if err := errors.Join(it.Error(), it.Close()); err != nil {
 		return wrap("blocks", err)
@@ -371,11 +380,12 @@ func (o Options) OpenStore(ctx context.Context, env store.Env) (store.Store, err
 }
 
 // Lookup returns the ID an idempotency key names (store.Store).
-func (s *Store) Lookup(ctx context.Context, key string) (store.ID, error) {
+func (s *Store) Lookup(ctx context.Context, key string) (_ store.ID, err error) {
 	if err := s.enter(); err != nil {
 		return 0, err
 	}
 	defer s.leave()
+	defer func() { err = s.damaged(err) }()
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}

@@ -181,7 +181,7 @@ func TestOfflineInspect(t *testing.T) {
 	require.Equal(t, 0, status, errs)
 	for _, want := range []string{
 		"store         " + f.dir + "\n",
-		"format        hourglass wal format 1, pebble format ",
+		"format        hourglass wal format 2, pebble format ",
 		"shards        2\n",
 		"last close    clean (files and counts checked against the clean-close record)\n",
 		"pending       6 (",
