@@ -148,6 +148,10 @@ func (s *Store) open(ctx context.Context, release func()) error {
 	}
 	s.wrote = true // Pebble may write from here on
 	po := s.pebbleOptions(cache, s.lock, false)
+	// No compaction runs until Open has decided (gate.go), so a refused
+	// Open has written no more than the read-write open itself.
+	gate := newCompactionGate()
+	po.Experimental.CompactionScheduler = gate
 	db, err := s.openPebble(ctx, po, release)
 	if err != nil {
 		return openError(dir, "pebble", err)
@@ -190,6 +194,7 @@ func (s *Store) open(ctx context.Context, release func()) error {
 	if err := s.markOpened(); err != nil {
 		return err
 	}
+	gate.release()
 	if job.snap != nil || len(job.tables) > 0 {
 		s.startVerify(job)
 		job = nil
