@@ -260,6 +260,14 @@ func (s *Store) submit(ctx context.Context, r *request) result {
 		return result{err: fmt.Errorf("wal: not submitted: %w", err)}
 	}
 	r.reply = make(chan result, 1)
+	res := s.submitWait(ctx, r)
+	// The writer reads records too (idempotency keys, dead letters, the
+	// messages it moves): damage it meets fails the store, as a read's does.
+	res.err = s.damaged(res.err)
+	return res
+}
+
+func (s *Store) submitWait(ctx context.Context, r *request) result {
 	select {
 	case s.w.reqs <- r:
 	case <-ctx.Done():
