@@ -3,6 +3,7 @@ package engine
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -183,6 +184,17 @@ func runCrashChild(t *testing.T, dir string, round int, mode string, killAfter t
 	err = cmd.Wait()
 	if killAfter == 0 {
 		require.NoError(t, err, "drain child failed")
+		return
+	}
+	// Only our SIGKILL may end a child: one that died by itself (a panic,
+	// an invariant check, a failed write) is a bug, not a crash to recover.
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		ws, ok := exit.Sys().(syscall.WaitStatus)
+		require.True(t, ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL,
+			"%s child (round %d) died by itself, not by the test's SIGKILL: %v", mode, round, err)
+	} else {
+		require.NoError(t, err, "%s child (round %d)", mode, round)
 	}
 }
 

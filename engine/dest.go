@@ -86,7 +86,7 @@ func (e *Engine) configureDest(d *dest) {
 	pol := e.opts.Retry
 	best := -1
 	for _, o := range e.opts.Destinations {
-		if strings.HasPrefix(d.name, o.Prefix) && len(o.Prefix) > best {
+		if strings.HasPrefix(d.name, canonicalDest(o.Prefix)) && len(o.Prefix) > best {
 			best = len(o.Prefix)
 			if !o.Retry.isZero() {
 				pol = o.Retry.withDefaults()
@@ -109,6 +109,18 @@ func (e *Engine) configureDest(d *dest) {
 }
 
 // localQueue returns the queue name of a local:// destination, or "".
+// canonicalDest spells dest's scheme in lower case (URL schemes are case
+// insensitive), so that every spelling of one destination shares its shard,
+// its state and, for an ordered queue, its one batch in flight. It returns
+// dest itself when it is already canonical.
+func canonicalDest(dest string) string {
+	i := strings.Index(dest, "://")
+	if i <= 0 || strings.ToLower(dest[:i]) == dest[:i] {
+		return dest
+	}
+	return strings.ToLower(dest[:i]) + dest[i:]
+}
+
 func localQueue(dest string) string {
 	if i := strings.Index(dest, "://"); i > 0 && strings.EqualFold(dest[:i], "local") {
 		return dest[i+3:]

@@ -353,7 +353,8 @@ func (e *Engine) attached() []*shard {
 //
 // Called from a handler, Shutdown cannot wait for that handler: it starts
 // the shutdown and returns nil at once; the engine finishes closing after
-// the handler returns (Done tells when). A second call returns ErrClosed.
+// the handler returns, or when ctx ends (Done tells when). A second call
+// returns ErrClosed.
 func (e *Engine) Shutdown(ctx context.Context) error {
 	e.gate.Lock()
 	if e.closed {
@@ -363,7 +364,9 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 	e.closed = true
 	e.gate.Unlock()
 	if e.inHandler() {
-		go func() { _ = e.shutdown(context.WithoutCancel(ctx)) }()
+		// It cannot wait here for its own handler; ctx still bounds the
+		// wait for the others (Close's ends at once).
+		go func() { _ = e.shutdown(ctx) }()
 		return nil
 	}
 	return e.shutdown(ctx)

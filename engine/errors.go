@@ -21,7 +21,9 @@ var (
 	// size, time or option. Nothing was changed.
 	ErrInvalid = errors.New("engine: invalid argument")
 	// ErrFull means a configured bound (Options.MaxPending of a memory
-	// store) is reached. Nothing was scheduled.
+	// store) is reached. Nothing of the refused store call was scheduled:
+	// a ScheduleBatch of more than store.MaxCallMessages messages returns,
+	// with the error, the IDs of the groups scheduled before it.
 	ErrFull = errors.New("engine: full")
 	// ErrUnknownQueue means a local:// destination names no registered queue.
 	ErrUnknownQueue = errors.New("engine: unknown local queue")

@@ -62,3 +62,44 @@ func TestIDIndexMatchesAMap(t *testing.T) {
 	}
 	require.LessOrEqual(t, len(s.ids.slots), 4*minIndexSlots, "it shrinks once emptied")
 }
+
+// TestIDIndexTellsApartIDsOfOneHash indexes IDs whose hash tags are equal,
+// so find must compare the IDs themselves and removal must keep the others.
+func TestIDIndexTellsApartIDsOfOneHash(t *testing.T) {
+	// inv·0x9E3779B97F4A7C15 ≡ 1 (mod 2^64), by Newton's iteration: IDs
+	// inv apart have products 1 apart, so the same top 32 bits.
+	const c = 0x9E3779B97F4A7C15
+	inv := uint64(c)
+	for range 6 {
+		inv *= 2 - c*inv
+	}
+	require.Equal(t, uint64(1), inv*c)
+	var s slab
+	base := store.MakeID(1, 1<<20)
+	var ids []store.ID
+	for k := range 8 {
+		id := store.ID(uint64(base) + uint64(k)*inv)
+		if idHash(id) != idHash(base) {
+			continue // a carry into the top half; rare
+		}
+		ids = append(ids, id)
+		i := s.alloc()
+		s.pack(i, &store.Message{ID: id, Dest: "local://q"})
+		s.addID(i)
+	}
+	require.GreaterOrEqual(t, len(ids), 4, "enough IDs of one hash")
+	for k, id := range ids {
+		i, ok := s.find(id)
+		require.True(t, ok)
+		require.Equal(t, id, s.item(i).id, "ID %d", k)
+	}
+	i, _ := s.find(ids[0])
+	s.removeID(i)
+	_, ok := s.find(ids[0])
+	require.False(t, ok)
+	for _, id := range ids[1:] {
+		i, ok := s.find(id)
+		require.True(t, ok)
+		require.Equal(t, id, s.item(i).id)
+	}
+}

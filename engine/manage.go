@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -53,9 +54,11 @@ func infoOf(m *store.Message, st State) Info {
 }
 
 // fromStore converts a stored message back to what the caller scheduled.
+// The payload is a copy: the caller may write into it, and the store's (or
+// the shard's) copy is what will be delivered.
 func fromStore(m *store.Message) Message {
 	caller, rk, _ := engineHeaders(m.Headers)
-	out := Message{Dest: m.Dest, Key: m.Key, RoutingKey: rk, Payload: m.Payload, Due: time.Unix(0, m.Due),
+	out := Message{Dest: m.Dest, Key: m.Key, RoutingKey: rk, Payload: bytes.Clone(m.Payload), Due: time.Unix(0, m.Due),
 		Headers: toTransportHeaders(caller)}
 	if m.Expires != 0 {
 		out.Expires = time.Unix(0, m.Expires)

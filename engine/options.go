@@ -193,15 +193,17 @@ func (p RetryPolicy) withDefaults() RetryPolicy {
 	return p
 }
 
-// Validate explains a bad retry policy.
+// Validate explains a bad retry policy. Fields left zero are checked with
+// their defaults, so a value is refused alike whether written out or not.
 func (p RetryPolicy) Validate() error {
 	switch {
 	case p.Base < 0 || p.Base > MaxRetryDelay:
 		return invalidf("retry: Base = %v; want 0 (default %v) up to %v", p.Base, DefaultRetryBase, MaxRetryDelay)
 	case p.Max < 0 || p.Max > MaxRetryDelay:
 		return invalidf("retry: Max = %v; want 0 (default %v) up to %v", p.Max, DefaultRetryMax, MaxRetryDelay)
-	case p.Max != 0 && p.Base > p.Max:
-		return invalidf("retry: Base %v is larger than Max %v", p.Base, p.Max)
+	case p.withDefaults().Base > p.withDefaults().Max:
+		d := p.withDefaults()
+		return invalidf("retry: Base %v is larger than Max %v (with defaults applied: Base %v, Max %v)", p.Base, p.Max, d.Base, d.Max)
 	case math.IsNaN(p.Jitter) || p.Jitter > 1:
 		return invalidf("retry: Jitter = %v; want a fraction of the delay up to 1 (0 = default %v, negative = none)", p.Jitter, DefaultJitter)
 	}

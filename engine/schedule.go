@@ -66,7 +66,8 @@ type validator struct {
 // prepare validates m and converts it to the store's form (without a
 // shard). now is wall-clock unix nanoseconds.
 func (v *validator) prepare(m *Message, now int64) (store.Message, error) {
-	if err := v.checkDest(m.Dest); err != nil {
+	dest := canonicalDest(m.Dest)
+	if err := v.checkDest(dest); err != nil {
 		return store.Message{}, err
 	}
 	if len(m.Payload) > v.maxPayload {
@@ -89,8 +90,8 @@ func (v *validator) prepare(m *Message, now int64) (store.Message, error) {
 	if err := transport.ValidateHeaders(m.Headers); err != nil {
 		return store.Message{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	if v.transports != nil && localQueue(m.Dest) == "" {
-		if err := v.transports.ValidateMessage(m.Dest, m.Key, m.Headers); err != nil {
+	if v.transports != nil && localQueue(dest) == "" {
+		if err := v.transports.ValidateMessage(dest, m.Key, m.Headers); err != nil {
 			return store.Message{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 		}
 	}
@@ -102,7 +103,7 @@ func (v *validator) prepare(m *Message, now int64) (store.Message, error) {
 	if err != nil {
 		return store.Message{}, err
 	}
-	return store.Message{Due: due, Expires: exp, Dest: m.Dest, Key: m.Key, Headers: storeHeaders(m), Payload: m.Payload}, nil
+	return store.Message{Due: due, Expires: exp, Dest: dest, Key: m.Key, Headers: storeHeaders(m), Payload: m.Payload}, nil
 }
 
 // checkDest refuses a destination before any per-destination state exists
@@ -338,6 +339,10 @@ func (e *Engine) appendAll(ctx context.Context, sms []store.Message) ([]ID, []bo
 		n := min(len(sms), store.MaxCallMessages)
 		app, err := e.appendChunk(ctx, sms[:n])
 		if err != nil {
+			if len(ids) > 0 {
+				return ids, existing, fmt.Errorf("engine: schedule: the first %d messages were scheduled (the IDs returned), the other %d were not: %w",
+					len(ids), len(sms), e.storeErr(err))
+			}
 			return ids, existing, fmt.Errorf("engine: schedule: %w", e.storeErr(err))
 		}
 		for _, a := range app {

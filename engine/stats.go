@@ -10,7 +10,7 @@ import (
 
 type counters struct {
 	scheduled, fired, delivered, retried, dead, cancelled, expired atomic.Uint64
-	earlyCaught, loaded                                            atomic.Uint64
+	earlyCaught, loaded, evicted                                   atomic.Uint64
 	nativeScheduled, nativeFired                                   atomic.Uint64
 	lateness                                                       histogram
 }
@@ -72,6 +72,10 @@ type Stats struct {
 	EarlyCaught uint64
 	// Loaded counts messages paged in from the store.
 	Loaded uint64
+	// Evicted counts messages a full shard (MaxPending) dropped from RAM
+	// to make room for ones due sooner; they stay in the store and are
+	// paged in again.
+	Evicted uint64
 	// LoaderLag is, per attached shard, how far its window's loaded range
 	// falls short of now+Window (0 when it reaches it): while it is above
 	// zero, messages due in the gap may be in the store only.
@@ -107,6 +111,7 @@ func (e *Engine) Stats() Stats {
 		Expired:         e.cnt.expired.Load(),
 		EarlyCaught:     e.cnt.earlyCaught.Load(),
 		Loaded:          e.cnt.loaded.Load(),
+		Evicted:         e.cnt.evicted.Load(),
 		NativeScheduled: e.cnt.nativeScheduled.Load(),
 		NativeFired:     e.cnt.nativeFired.Load(),
 		Lateness:        e.cnt.lateness.summary(),

@@ -16,13 +16,28 @@ import (
 // timeRange names the times the engine holds, for error messages.
 var timeRange = store.MinTime.Format(time.RFC3339) + " to " + store.MaxTime.Format(time.RFC3339)
 
+// rangeOf places t against the held range: -1 before store.MinTime, +1
+// after store.MaxTime, 0 inside. It compares Unix seconds, not Before and
+// After: time.Unix(math.MaxInt64, 0) wraps inside time.Time, so it is
+// "before 1970" to Before, while its Unix() is still MaxInt64.
+func rangeOf(t time.Time) int {
+	sec, maxSec := t.Unix(), store.MaxTime.Unix()
+	switch {
+	case sec < 0:
+		return -1
+	case sec > maxSec || sec == maxSec && t.Nanosecond() > store.MaxTime.Nanosecond():
+		return +1
+	}
+	return 0
+}
+
 // dueOf converts a due time: zero, or any time before now, means now; a time
 // after store.MaxTime is refused.
 func dueOf(what string, t time.Time, now int64) (int64, error) {
-	if t.IsZero() || t.Before(store.MinTime) {
+	if t.IsZero() || rangeOf(t) < 0 {
 		return now, nil
 	}
-	if t.After(store.MaxTime) {
+	if rangeOf(t) > 0 {
 		return 0, invalidf("%s %s is after the latest time Hourglass holds (%s)", what, t.UTC().Format(time.RFC3339), timeRange)
 	}
 	return max(t.UnixNano(), now), nil
@@ -34,7 +49,7 @@ func expiresOf(t time.Time, due int64) (int64, error) {
 	if t.IsZero() {
 		return 0, nil
 	}
-	if t.Before(store.MinTime) || t.After(store.MaxTime) {
+	if rangeOf(t) != 0 {
 		return 0, invalidf("Expires %s is outside the times Hourglass holds (%s)", t.UTC().Format(time.RFC3339), timeRange)
 	}
 	exp := t.UnixNano()
@@ -52,9 +67,9 @@ func boundOf(t time.Time, def int64) int64 {
 	switch {
 	case t.IsZero():
 		return def
-	case t.Before(store.MinTime):
+	case rangeOf(t) < 0:
 		return 0
-	case t.After(store.MaxTime):
+	case rangeOf(t) > 0:
 		return math.MaxInt64
 	}
 	return t.UnixNano()

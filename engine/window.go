@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/hourglassmq/hourglass/store"
@@ -15,9 +16,13 @@ import (
 // flight. Messages beyond it may also be in RAM (the feed placed them before
 // the frontier was pulled back); the loader skips those it finds.
 //
-// When the shard holds MaxPending messages, new ones are not placed: the
-// frontier is pulled back to just before them, and the loader resumes from
-// there once RAM frees up.
+// When the shard holds MaxPending messages, RAM keeps the earliest: a new
+// message due before some held ones evicts the latest eighth of those (they
+// stay in the store), and one due after all of them is not placed. Either
+// way the frontier is pulled back to just before what is not in RAM, and
+// the loader resumes from there. The loader fills RAM only to 7/8 of
+// MaxPending, so that one eviction's sweep (O(held)) is paid once per
+// MaxPending/8 new messages at most, not once per message.
 
 type window struct {
 	front    store.Position // everything at or before it is in RAM
@@ -57,17 +62,66 @@ func (s *shard) insert(m store.Message, now clockReading) {
 		s.win.nextDisk = min(s.win.nextDisk, m.Due)
 		return
 	}
-	if s.live >= s.e.opts.MaxPending {
-		// Full: pull the frontier back to just before m, so the loader
-		// brings m (and what follows) once RAM frees up.
-		s.win.front = store.Position{Due: m.Due, ID: m.ID - 1}
-		s.frontDue.Store(m.Due)
-		s.win.scanFrom, s.win.cursor = m.Due, s.win.front
-		s.win.nextDisk = min(s.win.nextDisk, m.Due)
+	if s.live >= s.e.opts.MaxPending && !s.evictAfter(p) {
+		// Full of messages due before m: leave m to the loader.
+		s.pullBack(p)
 		return
 	}
 	s.place(&m, now)
 }
+
+// pullBack moves the frontier back to just before p (if it is beyond), so
+// the loader brings p and what follows once RAM has room.
+func (s *shard) pullBack(p store.Position) {
+	w := &s.win
+	if !w.inside(p) {
+		return
+	}
+	w.front = store.Position{Due: p.Due, ID: p.ID - 1}
+	s.frontDue.Store(p.Due)
+	w.scanFrom, w.cursor = p.Due, w.front
+	w.nextDisk = min(w.nextDisk, p.Due)
+}
+
+// evictAfter makes room for a message at p in a full shard by evicting the
+// latest eighth of the held messages due after p (waiting in the wheel;
+// never one ready or in flight). They stay in the store, and the frontier
+// moves back to just before them. It reports false when no held message
+// is due after p.
+func (s *shard) evictAfter(p store.Position) bool {
+	type held struct {
+		pos store.Position
+		i   int32
+	}
+	var later []held
+	for i := range s.nitem {
+		if it := s.item(i); it.state == stPending {
+			if q := (store.Position{Due: it.due, ID: it.id}); p.Less(q) {
+				later = append(later, held{q, i})
+			}
+		}
+	}
+	if len(later) == 0 {
+		return false
+	}
+	slices.SortFunc(later, func(a, b held) int {
+		if b.pos.Less(a.pos) {
+			return -1 // latest first
+		}
+		return 1
+	})
+	later = later[:min(len(later), max(1, s.e.opts.MaxPending/8))]
+	for _, h := range later {
+		s.w.Cancel(s.item(h.i).h)
+		s.freeItem(h.i)
+	}
+	s.pullBack(later[len(later)-1].pos)
+	s.e.cnt.evicted.Add(uint64(len(later)))
+	return true
+}
+
+// lowWater is how full the loader fills RAM (see the window's doc).
+func (s *shard) lowWater() int { return s.e.opts.MaxPending - s.e.opts.MaxPending/8 }
 
 // horizon returns how far the window must reach at wall time wall.
 func (s *shard) horizon(wall int64) int64 { return store.SatAdd(wall, int64(s.e.opts.Window)) }
@@ -75,7 +129,7 @@ func (s *shard) horizon(wall int64) int64 { return store.SatAdd(wall, int64(s.e.
 // loadWait reports how long until the loader must run (0: now), and false
 // when it cannot run (stopped, or RAM full).
 func (s *shard) loadWait(wall int64) (time.Duration, bool) {
-	if s.stopped || s.live >= s.e.opts.MaxPending || s.win.front.Due == math.MaxInt64 {
+	if s.stopped || s.live >= s.lowWater() || s.win.front.Due == math.MaxInt64 {
 		return 0, false
 	}
 	if h := s.horizon(wall); s.win.front.Due > h {
@@ -106,7 +160,7 @@ func (s *shard) loadStep() bool {
 	if w.page == 0 {
 		w.page = minPage
 	}
-	limit := min(w.page, s.e.opts.MaxPending-s.live)
+	limit := min(w.page, s.lowWater()-s.live)
 	msgs, page, err := s.e.st.Scan(context.Background(), store.ScanQuery{
 		Shard: s.n, From: w.scanFrom, To: to, After: w.cursor, Limit: limit,
 	})

@@ -47,8 +47,9 @@ type Options struct {
 	// (and its idempotency key freed). Default DefaultMaxDead; negative
 	// means unbounded.
 	MaxDead int
-	// DeadRetention drops dead letters older than this. Default 0: kept
-	// until MaxDead pushes them out or they are purged.
+	// DeadRetention drops dead letters older than this (checked whenever
+	// dead letters or keys are read or written). Default 0: kept until
+	// MaxDead pushes them out or they are purged.
 	DeadRetention time.Duration
 	// MaxPayload bounds Message.Payload. Default: the engine's
 	// (store.Env.MaxPayload), else store.DefaultMaxPayload.
@@ -246,12 +247,13 @@ func (s *Store) Append(ctx context.Context, msgs []store.Message) ([]store.Appen
 		defer unlock()
 		s.keyMu.Lock()
 		defer s.keyMu.Unlock()
+		s.deadMu.Lock()
+		s.expireDead()
+		s.deadMu.Unlock()
 		if err := s.checkRoom(msgs, per, nil); err != nil {
 			return nil, err
 		}
-		for sh, idx := range per {
-			s.feed(sh, s.addNew(sh, msgs, idx, out))
-		}
+		s.feedAll(s.addKeyed(msgs, out))
 		s.counted(len(msgs))
 		return out, nil
 	}
@@ -326,16 +328,29 @@ func (s *Store) checkRoom(msgs []store.Message, per [][]int, free []int) error {
 	return nil
 }
 
-// addNew assigns IDs to the messages idx of msgs, all of shard sh, stores
-// them and returns them for the feed; out gets their results. The caller
-// holds the shard's lock, and keyMu if any has a key.
+// addNew assigns IDs to the messages idx of msgs, all of shard sh and
+// none with a key, stores them and returns them for the feed; out gets
+// their results. The caller holds the shard's lock.
 func (s *Store) addNew(sh int, msgs []store.Message, idx []int, out []store.Appended) []store.Message {
-	if len(idx) == 0 {
-		return nil
-	}
 	x := s.shards[sh]
 	fed := make([]store.Message, 0, len(idx))
 	for _, i := range idx {
+		m := msgs[i]
+		x.add(&m)
+		out[i] = store.Appended{ID: m.ID}
+		fed = append(fed, m)
+	}
+	return fed
+}
+
+// addKeyed stores msgs in their order, so that of two messages with one
+// key the first is stored and the second answered with its ID; a key
+// already known answers with the stored ID. It returns the new messages
+// by shard, for the feed; out gets every message's result. The caller
+// holds the locks of every shard msgs name, and keyMu.
+func (s *Store) addKeyed(msgs []store.Message, out []store.Appended) [][]store.Message {
+	fed := make([][]store.Message, len(s.shards))
+	for i := range msgs {
 		m := msgs[i]
 		if m.Key != "" {
 			if id, ok := s.keys[m.Key]; ok {
@@ -343,14 +358,21 @@ func (s *Store) addNew(sh int, msgs []store.Message, idx []int, out []store.Appe
 				continue
 			}
 		}
-		x.add(&m)
+		s.shards[m.Shard].add(&m)
 		if m.Key != "" {
 			s.keys[m.Key] = m.ID
 		}
 		out[i] = store.Appended{ID: m.ID}
-		fed = append(fed, m)
+		fed[m.Shard] = append(fed[m.Shard], m)
 	}
 	return fed
+}
+
+// feedAll feeds each shard its new messages. The caller holds their locks.
+func (s *Store) feedAll(fed [][]store.Message) {
+	for sh, msgs := range fed {
+		s.feed(sh, msgs)
+	}
 }
 
 func (s *Store) counted(records int) {
@@ -467,10 +489,9 @@ func (s *Store) Resolve(ctx context.Context, b store.Batch) ([]store.Appended, e
 	if keyed || len(b.Dead) > 0 {
 		s.keyMu.Lock()
 		defer s.keyMu.Unlock()
-	}
-	if len(b.Dead) > 0 {
 		s.deadMu.Lock()
 		defer s.deadMu.Unlock()
+		s.expireDead()
 	}
 	if err := s.checkRoom(b.New, per, free); err != nil {
 		return nil, err
@@ -490,9 +511,7 @@ func (s *Store) Resolve(ctx context.Context, b store.Batch) ([]store.Appended, e
 		s.addDead(&store.DeadLetter{Message: m, Reason: d.Reason, DeadAt: now})
 	}
 	out := make([]store.Appended, len(b.New))
-	for sh, idx := range per {
-		s.feed(sh, s.addNew(sh, b.New, idx, out))
-	}
+	s.feedAll(s.addKeyed(b.New, out))
 	s.counted(b.Ops() + len(b.New))
 	return out, nil
 }
@@ -510,6 +529,15 @@ func (s *Store) addDead(d *store.DeadLetter) {
 	s.dead[d.Message.ID] = d
 	s.deadOrder = append(s.deadOrder, d.Message.ID)
 	s.trimDead(d.DeadAt)
+}
+
+// expireDead drops dead letters older than DeadRetention, so that one is
+// gone (and its key free) once its time is up, not only when another
+// dies. Callers hold keyMu and deadMu.
+func (s *Store) expireDead() {
+	if s.opts.DeadRetention > 0 {
+		s.trimDead(s.opts.Now().UnixNano())
+	}
 }
 
 func (s *Store) trimDead(now int64) {
@@ -601,6 +629,9 @@ func (s *Store) Lookup(ctx context.Context, key string) (store.ID, error) {
 	}
 	defer s.leave()
 	s.keyMu.Lock()
+	s.deadMu.Lock()
+	s.expireDead()
+	s.deadMu.Unlock()
 	id, ok := s.keys[key]
 	s.keyMu.Unlock()
 	if ok && key != "" {
@@ -618,8 +649,11 @@ func (s *Store) GetDead(ctx context.Context, id store.ID) (store.DeadLetter, err
 		return store.DeadLetter{}, err
 	}
 	defer s.leave()
+	s.keyMu.Lock()
+	defer s.keyMu.Unlock()
 	s.deadMu.Lock()
 	defer s.deadMu.Unlock()
+	s.expireDead()
 	if d := s.dead[id]; d != nil {
 		return *d, nil
 	}
@@ -640,8 +674,11 @@ func (s *Store) ListDead(ctx context.Context, q store.DeadQuery) ([]store.DeadLe
 		return nil, 0, err
 	}
 	defer s.leave()
+	s.keyMu.Lock()
+	defer s.keyMu.Unlock()
 	s.deadMu.Lock()
 	defer s.deadMu.Unlock()
+	s.expireDead()
 	ids := make([]store.ID, 0, len(s.dead))
 	for id := range s.dead {
 		if id > q.After {
@@ -710,6 +747,7 @@ func (s *Store) ReplayDead(ctx context.Context, ids []store.ID, due int64) error
 	defer s.keyMu.Unlock()
 	s.deadMu.Lock()
 	defer s.deadMu.Unlock()
+	s.expireDead()
 	if err := s.deadOf("replay", ids); err != nil {
 		return err
 	}
@@ -746,6 +784,7 @@ func (s *Store) PurgeDead(ctx context.Context, ids []store.ID) (int, error) {
 	defer s.keyMu.Unlock()
 	s.deadMu.Lock()
 	defer s.deadMu.Unlock()
+	s.expireDead()
 	if err := s.deadOf("purge", ids); err != nil {
 		return 0, err
 	}
@@ -793,9 +832,12 @@ func (s *Store) Stats() store.Stats {
 		x.mu.Unlock()
 		st.PendingTotal += st.Pending[i]
 	}
+	s.keyMu.Lock()
 	s.deadMu.Lock()
+	s.expireDead()
 	st.Dead = int64(len(s.dead))
 	s.deadMu.Unlock()
+	s.keyMu.Unlock()
 	for r := store.Reason(0); r < store.NumReasons; r++ {
 		st.DoneByReason[r.String()] = s.done[r].Load()
 	}

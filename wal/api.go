@@ -18,9 +18,12 @@ func (s *Store) validateNew(what string, msgs []store.Message) error {
 	return store.ValidateNew(what, msgs, s.shards, s.opts.MaxPayload)
 }
 
+// validateID refuses an ID that cannot name anything in this store (zero,
+// or a shard it does not have) the way it refuses one that names nothing
+// now: as not pending, so both stores answer alike.
 func (s *Store) validateID(what string, id store.ID) error {
 	if id == 0 || id.Shard() >= s.shards {
-		return invalidf("%s: id %s (shard %d) is not an store.ID of this %d-shard store", what, id, id.Shard(), s.shards)
+		return fmt.Errorf("wal: %s: id %s names a shard this %d-shard store does not have: %w", what, id, s.shards, &store.NotPendingError{IDs: []store.ID{id}})
 	}
 	return nil
 }
@@ -303,9 +306,13 @@ func (s *Store) ListDead(ctx context.Context, q store.DeadQuery) (_ []store.Dead
 	if limit <= 0 {
 		limit = 1024
 	}
-	limit = min(limit, 1<<16)
+	limit = min(limit, store.MaxDeadLimit)
 	lower := []byte{tagDead}
-	if q.After != 0 {
+	switch q.After {
+	case 0:
+	case ^store.ID(0):
+		return nil, 0, nil // nothing sorts after the largest ID
+	default:
 		lower = idKey(tagDead, q.After+1)
 	}
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: []byte{tagDead + 1}})
@@ -314,7 +321,8 @@ func (s *Store) ListDead(ctx context.Context, q store.DeadQuery) (_ []store.Dead
 	}
 	defer it.Close()
 	var out []store.DeadLetter
-	for ok := it.First(); ok && len(out) < limit; ok = it.Next() {
+	// One more than the page, to tell whether another page follows.
+	for ok := it.First(); ok && len(out) <= limit; ok = it.Next() {
 		if err := ctx.Err(); err != nil {
 			return nil, 0, err
 		}
@@ -338,8 +346,9 @@ func (s *Store) ListDead(ctx context.Context, q store.DeadQuery) (_ []store.Dead
 		return nil, 0, fmt.Errorf("wal: list dead letters: %w", err)
 	}
 	var next store.ID
-	if len(out) == limit {
-		next = out[len(out)-1].Message.ID
+	if len(out) > limit {
+		out = out[:limit]
+		next = out[limit-1].Message.ID
 	}
 	return out, next, nil
 }
@@ -412,7 +421,8 @@ func (s *Store) scanTimed(ctx context.Context, snap *pebble.Snapshot, q store.Sc
 	out := make([]store.Message, 0, hint)
 	intern := map[string]string{}
 	n := 0
-	for ok := it.First(); ok && len(out) < limit; ok = it.Next() {
+	// One more than the page, to tell whether another page follows.
+	for ok := it.First(); ok && len(out) <= limit; ok = it.Next() {
 		if n++; n%1024 == 0 {
 			if err := ctx.Err(); err != nil {
 				return nil, err

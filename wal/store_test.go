@@ -168,7 +168,7 @@ func TestValidation(t *testing.T) {
 	}
 	require.Zero(t, s.Stats().PendingTotal, "rejected calls write nothing")
 	_, err := s.Resolve(ctx, store.Batch{Done: []store.Done{{ID: store.MakeID(3, 1<<16)}}})
-	require.ErrorIs(t, err, ErrInvalid)
+	require.ErrorIs(t, err, ErrNotFound, "an ID of a shard the store lacks names nothing, as in the memory store")
 	_, err = s.Resolve(ctx, store.Batch{Done: []store.Done{{ID: store.MakeID(0, 1<<16), Reason: 9}}})
 	require.ErrorIs(t, err, ErrInvalid)
 	res, err := s.Append(ctx, []store.Message{msgAt(0, 0, "x")})

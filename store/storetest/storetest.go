@@ -45,6 +45,7 @@ func Run(t *testing.T, h Harness) {
 		h.MaxPayload = store.DefaultMaxPayload
 	}
 	t.Run("AppendGetLookup", func(t *testing.T) { testAppendGetLookup(t, h) })
+	t.Run("FirstOfOneKeyWins", func(t *testing.T) { testFirstOfOneKeyWins(t, h) })
 	t.Run("InvalidInputWritesNothing", func(t *testing.T) { testInvalid(t, h) })
 	t.Run("ResolveIsAllOrNothing", func(t *testing.T) { testResolve(t, h) })
 	t.Run("ScanOrderAndPaging", func(t *testing.T) { testScan(t, h) })
@@ -207,6 +208,35 @@ func testAppendGetLookup(t *testing.T, h Harness) {
 	require.ErrorIs(t, err, store.ErrNotFound)
 	require.EqualValues(t, 40, s.Stats().PendingTotal)
 	require.Len(t, o.Take(), 40, "new messages are fed, existing keys are not")
+}
+
+// testFirstOfOneKeyWins: of two messages with one key in one call, on
+// different shards, the first in the call is stored, whichever shard the
+// store handles first; the same holds for a resolve's new messages.
+func testFirstOfOneKeyWins(t *testing.T, h Harness) {
+	s, _ := start(t, h, 2)
+	defer s.Close()
+	for _, shards := range [][2]int{{1, 0}, {0, 1}} {
+		a, b := msg(shards[0], 5, "first"), msg(shards[1], 5, "second")
+		a.Key, b.Key = fmt.Sprint("dup", shards), fmt.Sprint("dup", shards)
+		out, err := s.Append(ctx, []store.Message{a, b})
+		require.NoError(t, err)
+		require.False(t, out[0].Existing)
+		require.Equal(t, store.Appended{ID: out[0].ID, Existing: true}, out[1], "the second names the first's ID")
+		got, err := s.Get(ctx, out[0].ID)
+		require.NoError(t, err)
+		require.Equal(t, "first", string(got.Payload))
+	}
+	parent, err := s.Append(ctx, []store.Message{msg(0, 1, "parent")})
+	require.NoError(t, err)
+	a, b := msg(1, 5, "first"), msg(0, 5, "second")
+	a.Key, b.Key = "cascaded", "cascaded"
+	out, err := s.Resolve(ctx, store.Batch{Done: []store.Done{{ID: parent[0].ID}}, New: []store.Message{a, b}})
+	require.NoError(t, err)
+	require.Equal(t, store.Appended{ID: out[0].ID, Existing: true}, out[1])
+	got, err := s.Get(ctx, out[0].ID)
+	require.NoError(t, err)
+	require.Equal(t, "first", string(got.Payload))
 }
 
 func testInvalid(t *testing.T, h Harness) {
@@ -418,6 +448,21 @@ func testDead(t *testing.T, h Harness) {
 	require.True(t, slices.IsSortedFunc(all, func(a, b store.DeadLetter) int {
 		return cmp.Compare(a.Message.ID, b.Message.ID)
 	}), "dead letters page in ID order")
+	page, next, err := s.ListDead(ctx, store.DeadQuery{After: all[4].Message.ID, Limit: 5})
+	require.NoError(t, err)
+	require.Len(t, page, 5)
+	require.Zero(t, next, "an exactly full last page says no page follows")
+	page, next, err = s.ListDead(ctx, store.DeadQuery{After: ^store.ID(0)})
+	require.NoError(t, err)
+	require.Empty(t, page, "nothing follows the largest ID; the cursor must not wrap")
+	require.Zero(t, next)
+	for _, id := range []store.ID{0, store.MakeID(2, 1), store.MakeID(store.MaxShards-1, 1)} {
+		require.ErrorIs(t, s.ReplayDead(ctx, []store.ID{id}, 1), store.ErrNotFound, "id %s names nothing", id)
+		_, err := s.PurgeDead(ctx, []store.ID{id})
+		require.ErrorIs(t, err, store.ErrNotFound, "id %s names nothing", id)
+		_, err = s.Resolve(ctx, store.Batch{Done: []store.Done{{ID: id}}})
+		require.ErrorIs(t, err, store.ErrNotFound, "id %s names nothing", id)
+	}
 	ids := []store.ID{app[0].ID, app[1].ID}
 	// All or nothing.
 	require.ErrorIs(t, s.ReplayDead(ctx, append(slices.Clone(ids), store.MakeID(0, 999)), 77), store.ErrNotFound)
