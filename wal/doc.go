@@ -31,7 +31,9 @@
 //     (which it does on WAL write/sync errors instead of returning them, and
 //     after which its commit pipeline cannot be trusted); a failed flush or
 //     an ENOSPC in Pebble's background work (which Pebble retries forever
-//     while writes stall); or corrupt data found while reading: each records
+//     while writes stall); or damage found by a read, by the writer's own
+//     reads (idempotency keys, dead letters, moved messages) or by the
+//     background verification after Open (see below): each records
 //     a failure wrapping ErrFailed and the cause (errors.Is finds ENOSPC).
 //     From then on every call, reads included, returns it until the store is
 //     opened again; the store never reports a false success. Err returns it
@@ -77,10 +79,14 @@
 // read before it (Pebble checks every block checksum it reads, and a packed
 // block's CRC is checked on every read), fails the store as below with a
 // *DamageError (errors.Is ErrCorrupt): no call ever answers from damaged
-// bytes. Damage that Pebble's own work finds while Open is still running
-// read-write (a compaction reading a damaged sstable) fails Open after
-// Pebble wrote. Close waits for the background verification, so a
-// clean-close record never vouches for files nobody verified.
+// bytes. The caller learns of it from Err, from the next call (every call
+// returns the failure), and once from store.Events.Failed; the engine makes
+// it sticky in Engine.Err, reports it through its Events.StoreFailed and the
+// admin handler's health check, and refuses further work. Pebble runs no
+// compaction until Open has decided (gate.go), so damage only a compaction
+// would meet fails the open store later, never a refused Open after Pebble
+// wrote. Close waits for the background verification, so a clean-close
+// record never vouches for files nobody verified.
 //
 // It does so by reading the listing and the record first, then opening
 // Pebble read-only (which writes nothing) and recovering there; only then
@@ -113,8 +119,9 @@
 // amends and range-deletes the log, in the same batch, once the log passes
 // the larger of 1 MiB and those summaries' size (and at Close). Readers
 // (Open, Scan, Get, Check) merge the log into the summaries they read; see
-// clearlog.go. No message ever gets a tombstone of its own: when a shard's watermark (the oldest block with a live slot)
-// advances, one range deletion from the old watermark to the new one removes
+// clearlog.go. No message ever gets a tombstone of its own: when a shard's
+// watermark (the oldest block with a live slot) advances, one range deletion
+// from the old watermark to the new one removes
 // every block below it (which also lets Pebble drop whole sstables with
 // delete-only compactions); a block emptied out of order, above the watermark,
 // gets two point deletes. Block iterators start at the watermark, so they
