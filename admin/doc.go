@@ -28,7 +28,7 @@
 //	                                        {"messages": [...]} → 201 {"ids": [...]}
 //	                                        ?dest=…&in=…&key=…&header=Name:value with a raw body → 201 {"id"}
 //	GET    api/v1/messages                  ?state=pending|dead&dest=PREFIX&from=T&to=T&limit=N&cursor=C → {"messages": [...], "next"}
-//	                                        ?key=K → {"messages": [0 or 1]} (501 if the engine cannot look keys up)
+//	                                        ?key=K → {"messages": [0 or 1]}
 //	GET    api/v1/messages/{id}             one message, with its payload
 //	DELETE api/v1/messages/{id}             cancel → {"id", "cancelled": true}
 //	POST   api/v1/messages/{id}/reschedule  {"due"} or {"in"} ({"in": "0s"}: run now) → {"id", "due"}

@@ -208,7 +208,7 @@ func (h *Handler) api(f apiFunc) http.HandlerFunc {
 		status, body, err := f(r)
 		if err != nil {
 			ae := fromEngine(err)
-			if ae.status >= 500 && ae.status != http.StatusNotImplemented {
+			if ae.status >= 500 {
 				h.opts.Logger.Warn("admin: call failed", "method", r.Method, "path", r.URL.Path, "status", ae.status, "err", err)
 			}
 			if ae.status == http.StatusServiceUnavailable {

@@ -3,12 +3,12 @@ package admin
 import (
 	"encoding/base64"
 	"fmt"
-	"math"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/hourglassmq/hourglass/engine"
+	"github.com/hourglassmq/hourglass/store"
 )
 
 // The JSON shapes of the API. Times are RFC 3339 strings in UTC with
@@ -108,25 +108,21 @@ func deadOut(d *engine.DeadLetter, withPayload bool) messageOut {
 	return out
 }
 
-// Time bounds: the engine stores due times as int64 unix nanoseconds.
-var (
-	minTime = time.Unix(0, 0).UTC()
-	maxTime = time.Unix(0, math.MaxInt64).UTC()
-)
-
-// parseTime reads an RFC 3339 time within what the engine can store.
+// parseTime reads an RFC 3339 time within what the engine holds
+// (store.MinTime to store.MaxTime), as the Go API checks it.
 func parseTime(field, s string) (time.Time, error) {
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
 		return time.Time{}, invalid(field, fmt.Sprintf("%q is not an RFC 3339 time", s),
 			"an RFC 3339 time such as 2026-11-25T14:05:00Z or 2026-11-25T15:05:00.250+01:00")
 	}
-	if t.Before(minTime) || t.After(maxTime) {
-		return time.Time{}, invalid(field, fmt.Sprintf("%s is out of range", s),
-			"a time from "+minTime.Format(time.RFC3339)+" to "+maxTime.Format(time.RFC3339))
+	if t.Before(store.MinTime) || t.After(store.MaxTime) {
+		return time.Time{}, invalid(field, fmt.Sprintf("%s is out of range", s), allowedTimes)
 	}
 	return t, nil
 }
+
+var allowedTimes = "a time from " + store.MinTime.Format(time.RFC3339) + " to " + store.MaxTime.Format(time.RFC3339)
 
 // parseDue reads due or in (relative to now). Neither gives the zero time,
 // which the engine reads as now.
@@ -135,7 +131,13 @@ func parseDue(prefix, due, in string, now time.Time) (time.Time, error) {
 	case due != "" && in != "":
 		return time.Time{}, invalid(prefix+"due", "both due and in are set", "one of due (an RFC 3339 time) or in (a duration from now)")
 	case due != "":
-		return parseTime(prefix+"due", due)
+		// As in the Go API, a due time in the past (before 1970 too)
+		// means now; only one past store.MaxTime is refused.
+		t, err := time.Parse(time.RFC3339Nano, due)
+		if err != nil || t.After(store.MaxTime) {
+			return parseTime(prefix+"due", due)
+		}
+		return t, nil
 	case in != "":
 		d, err := time.ParseDuration(in)
 		if err != nil {
@@ -145,8 +147,8 @@ func parseDue(prefix, due, in string, now time.Time) (time.Time, error) {
 			return time.Time{}, invalid(prefix+"in", fmt.Sprintf("%s is negative", in), "a duration of 0s or more")
 		}
 		t := now.Add(d)
-		if t.After(maxTime) || t.Before(now) {
-			return time.Time{}, invalid(prefix+"in", fmt.Sprintf("%s from now is out of range", in), "a time before "+maxTime.Format(time.RFC3339))
+		if t.After(store.MaxTime) || t.Before(now) {
+			return time.Time{}, invalid(prefix+"in", fmt.Sprintf("%s from now is out of range", in), "a time before "+store.MaxTime.Format(time.RFC3339))
 		}
 		return t, nil
 	}

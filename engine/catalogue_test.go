@@ -1,6 +1,6 @@
 package engine
 
-// The catalogue of bad input and hostile use (issue 9, section 2): every
+// The catalogue of bad input and hostile use: every
 // option, every time, ID, header, key, destination, size and limit that
 // enters the engine, tried the way a careless or hostile caller would. Each
 // refused call must fail with an error wrapping the right sentinel (most
@@ -328,9 +328,9 @@ func TestCatalogueOptionsAccepted(t *testing.T) {
 }
 
 // TestOptionsDefaultedOrWrittenOutAgree: an option left to its default and
-// the same default written out are accepted or refused alike (issue 9: "Tick
-// and Window are accepted or refused the same way whether they are
-// defaulted or written out"). The same holds for every pair of options that
+// the same default written out are accepted or refused alike: Tick and
+// Window are checked the same way whether they are defaulted or written
+// out. The same holds for every pair of options that
 // are checked against each other: Tick/Window and Retry Base/Max, in
 // Options.Retry, a destination's and a queue's policy.
 func TestOptionsDefaultedOrWrittenOutAgree(t *testing.T) {

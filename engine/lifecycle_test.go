@@ -1,6 +1,6 @@
 package engine
 
-// Lifecycle and handler promises (issue 9, section 2), each as a test:
+// Lifecycle and handler promises, each as a test:
 // Shutdown and Close under handlers that ignore their ctx or call back into
 // the engine, per-delivery deadlines on the FakeClock, slow messages inside
 // a batch, Delivery methods after the handler returned, Cancel/Reschedule

@@ -1,6 +1,6 @@
 package engine
 
-// The engine-level model test (issue 9, section 3), in the style of
+// The engine-level model test, in the style of
 // wheel.TestModel: a byte string decodes into a sequence of operations
 // (Schedule, ScheduleBatch, Cancel, Reschedule, ReplayDead, PurgeDead,
 // clock advances, wall-clock steps back, reopen), applied to an engine on a

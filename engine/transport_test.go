@@ -103,15 +103,18 @@ func TestTransportOutcomes(t *testing.T) {
 	})
 }
 
-// TestNoBrokerSDKs keeps broker SDKs out of the engine's dependencies.
+// TestNoBrokerSDKs keeps broker SDKs (franz-go included) and the cluster
+// store out of the dependencies of the engine, the wal and the wheel.
 func TestNoBrokerSDKs(t *testing.T) {
-	out, err := exec.Command("go", "list", "-deps", "github.com/hourglassmq/hourglass/engine").CombinedOutput()
-	require.NoError(t, err, string(out))
-	for _, dep := range strings.Fields(string(out)) {
-		for _, banned := range []string{"github.com/nats-io/", "github.com/twmb/franz-go", "github.com/segmentio/kafka-go",
-			"github.com/confluentinc/", "github.com/IBM/sarama", "github.com/Shopify/sarama",
-			"github.com/hourglassmq/hourglass/transport/"} {
-			require.False(t, strings.HasPrefix(dep, banned), "engine depends on %s", dep)
+	for _, pkg := range []string{"engine", "wal", "wheel"} {
+		out, err := exec.Command("go", "list", "-deps", "github.com/hourglassmq/hourglass/"+pkg).CombinedOutput()
+		require.NoError(t, err, string(out))
+		for _, dep := range strings.Fields(string(out)) {
+			for _, banned := range []string{"github.com/nats-io/", "github.com/twmb/", "github.com/segmentio/kafka-go",
+				"github.com/confluentinc/", "github.com/IBM/sarama", "github.com/Shopify/sarama",
+				"github.com/hourglassmq/hourglass/transport/", "github.com/hourglassmq/hourglass/cluster"} {
+				require.False(t, strings.HasPrefix(dep, banned), "%s depends on %s", pkg, dep)
+			}
 		}
 	}
 }

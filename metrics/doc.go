@@ -1,6 +1,6 @@
 // Package metrics exports a Hourglass engine's counters to Prometheus. It
-// lives apart from package engine so that the engine imports no Prometheus
-// client: a service that does not scrape pays nothing for it.
+// lives apart from package engine so that the engine has no direct import
+// of the Prometheus client, and its API does not depend on one.
 //
 // # Basics
 //

@@ -191,7 +191,7 @@ func serveFlags(c *Config, configFile *string) *flag.FlagSet {
 	fs.Var(&listFlag{list: &c.Webhook.AllowNets}, "webhook-allow-net", "special address ranges webhooks may reach (`CIDR`: 10.0.0.0/8, 127.0.0.1/32); loopback, private,\nlink-local and metadata addresses are refused otherwise, also when a host name resolves to them")
 	fs.StringVar(&c.Webhook.Secrets, "webhook-secrets", c.Webhook.Secrets, "webhook signing secrets `file`, one a line; or set HOURGLASS_WEBHOOK_SECRETS (comma-separated)")
 	fs.DurationVar(&c.Webhook.Timeout, "webhook-timeout", c.Webhook.Timeout, "bound on one webhook request; 0: 10s")
-	fs.StringVar(&c.NATS.URL, "nats", c.NATS.URL, "NATS server `URL`; enables nats:// and jetstream:// destinations")
+	fs.StringVar(&c.NATS.URL, "nats", c.NATS.URL, "NATS server `URL`; enables nats:// and jetstream:// destinations (give credentials in the config file's [nats] url, not here: flags show in ps)")
 	fs.Var(&listFlag{list: &c.Kafka.Brokers}, "kafka", "Kafka seed `brokers` (host:port, comma-separated); enables kafka:// destinations")
 	fs.Var(&listFlag{list: &c.Kafka.Topics}, "kafka-topics", "allow-list of Kafka `topics` (default: any)")
 	return fs

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -228,7 +229,7 @@ func buildTransports(ctx context.Context, cfg Config, getenv func(string) string
 			_ = s.Close()
 			return fail(err)
 		}
-		desc = append(desc, "nats, jetstream at "+cfg.NATS.URL)
+		desc = append(desc, "nats, jetstream at "+redactURL(cfg.NATS.URL))
 	}
 	if k := cfg.Kafka; len(k.Brokers) > 0 {
 		s, err := kafka.New(kafka.Options{Seeds: k.Brokers, Topics: k.Topics})
@@ -318,4 +319,17 @@ func (s *server) run(ctx context.Context) error {
 		s.log.Info("serve: stopped cleanly")
 	}
 	return err
+}
+
+// redactURL hides the password of a URL's user info (nats://user:pass@host)
+// so that a banner or log line does not show it. Servers may be given as a
+// comma-separated list; each is redacted.
+func redactURL(raw string) string {
+	parts := strings.Split(raw, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			parts[i] = u.Redacted()
+		}
+	}
+	return strings.Join(parts, ",")
 }

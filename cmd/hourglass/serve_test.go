@@ -535,3 +535,10 @@ func TestMetricsThroughServe(t *testing.T) {
 	require.Contains(t, body, "hourglass_messages_fired_total"+label+" 1\n")
 	require.Contains(t, body, "hourglass_fire_lateness_seconds_count 1\n")
 }
+
+// TestRedactURL: the banner never shows a NATS password.
+func TestRedactURL(t *testing.T) {
+	require.Equal(t, "nats://10.0.4.30:4222", redactURL("nats://10.0.4.30:4222"))
+	require.Equal(t, "nats://svc:xxxxx@10.0.4.30:4222", redactURL("nats://svc:s3cret@10.0.4.30:4222"))
+	require.Equal(t, "nats://a:xxxxx@h1:4222,nats://h2:4222", redactURL("nats://a:b@h1:4222,nats://h2:4222"))
+}

@@ -32,6 +32,9 @@ type config struct {
 	Replay      string        `json:"replay,omitempty"`
 	Crash       int           `json:"crash,omitempty"`
 	Seed        uint64        `json:"seed"`
+	Cluster     string        `json:"cluster,omitempty"`
+	Nodes       int           `json:"nodes,omitempty"`
+	KillNode    time.Duration `json:"kill_node,omitempty"`
 	FindRate    bool          `json:"find_rate,omitempty"`
 	Step        time.Duration `json:"step,omitempty"`
 	MaxRate     float64       `json:"max_rate,omitempty"`
@@ -78,6 +81,9 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.Crash, "crash", 0, "run the engine in a child process, SIGKILL it this many times, restart it on the same store, and check every acknowledged message was delivered")
 	fs.Uint64Var(&c.Seed, "seed", 0, "random seed (0: a fresh one, printed in the report)")
 	fs.BoolVar(&c.Quiet, "quiet", false, "no progress lines")
+	fs.StringVar(&c.Cluster, "cluster", "", "cluster mode: N engine nodes on an in-process Kafka (kfake), or kafka://host:port for a real one (-nodes of them); -shards sets the partitions")
+	fs.IntVar(&c.Nodes, "nodes", 3, "nodes with -cluster kafka://host:port")
+	fs.DurationVar(&c.KillNode, "kill-node", 0, "with -cluster: crash the last node this long after the start (network cut, no leave) and report failover_ms")
 	fs.BoolVar(&c.FindRate, "find-rate", false, "search for the highest -rate the engine sustains with p99 lateness <= 10 ms (from -rate, default 25000/s, doubling, then bisecting with runs of -step, then confirming over -duration); reports sustainable_rate")
 	fs.DurationVar(&c.Step, "step", 10*time.Second, "how long each -find-rate search step schedules")
 	fs.Float64Var(&c.MaxRate, "max-rate", 10_000_000, "the highest rate -find-rate tries")
@@ -167,6 +173,22 @@ func (c *config) validate() error {
 	}
 	if c.Replay != "" && c.Crash > 0 {
 		bad("-replay and -crash are separate modes; choose one")
+	}
+	if c.Cluster != "" {
+		if c.Target != "local" || c.Mem || c.Dir != "" || c.Replay != "" || c.Crash > 0 || c.FindRate {
+			bad("-cluster runs nodes on cluster stores with the local queue: it goes with none of -target, -mem, -dir, -replay, -crash, -find-rate")
+		}
+		if c.Nodes < 1 || c.Nodes > 64 {
+			bad("-nodes %d: allowed 1..64", c.Nodes)
+		}
+		if _, _, err := clusterNodes(*c); err != nil {
+			errs = append(errs, err)
+		}
+	} else if c.KillNode != 0 {
+		bad("-kill-node goes with -cluster")
+	}
+	if c.KillNode < 0 {
+		bad("-kill-node %v: must not be negative", c.KillNode)
 	}
 	if c.Crash < 0 || c.Crash > maxCrashes {
 		bad("-crash %d: allowed 0..%d", c.Crash, maxCrashes)

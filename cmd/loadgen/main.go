@@ -18,7 +18,10 @@
 // fire what is pending, report the recovery) and -crash N (run the engine in
 // a child process, SIGKILL it N times at random moments, restart it on the
 // same store, and check the child's log of acknowledged schedules against
-// its deliveries).
+// its deliveries), -cluster N (N engine nodes on cluster stores over an
+// in-process Kafka, or kafka://host:port; the report adds "nodes", each
+// with "node", "fires", "partitions" and "killed", and with -kill-node AT
+// "failover_ms").
 package main
 
 import (
@@ -76,6 +79,8 @@ func run(ctx context.Context, cfg config, out io.Writer) (*report, error) {
 	switch {
 	case cfg.child:
 		return nil, runChild(ctx, cfg)
+	case cfg.Cluster != "":
+		rep, err = runCluster(ctx, cfg, out)
 	case cfg.Crash > 0:
 		rep, err = runCrash(ctx, cfg, out)
 	case cfg.Replay != "":

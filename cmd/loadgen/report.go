@@ -28,6 +28,10 @@ type report struct {
 	HeapBytesPerPending float64   `json:"heap_bytes_per_pending"`
 	StoreBytes          int64     `json:"store_bytes"`
 	Recovery            *recovery `json:"recovery,omitempty"`
+	// Cluster mode (-cluster): fires per node, and with -kill-node the
+	// failover time.
+	Nodes      []nodeReport `json:"nodes,omitempty"`
+	FailoverMs *float64     `json:"failover_ms,omitempty"`
 	// SustainableRate and Steps are -find-rate's: the rate found, and
 	// every run of the search (the other figures are the confirming run's).
 	SustainableRate *float64   `json:"sustainable_rate,omitempty"`
@@ -81,6 +85,16 @@ func (r *report) print(out io.Writer) {
   store          %.1f MiB
 `, r.AckLatencyMs.P50, r.AckLatencyMs.P99, r.AckLatencyMs.P999,
 			r.PeakPending, r.HeapBytesPerPending, float64(r.RSSPeakBytes)/(1<<20), float64(r.StoreBytes)/(1<<20))
+	}
+	for _, n := range r.Nodes {
+		killed := ""
+		if n.Killed {
+			killed = " (killed)"
+		}
+		fmt.Fprintf(out, "  node %-2d        %d fires, %d partitions%s\n", n.Node, n.Fires, n.Partitions, killed)
+	}
+	if r.FailoverMs != nil {
+		fmt.Fprintf(out, "  failover       %.0f ms (session timeout %v)\n", *r.FailoverMs, clusterSessionTimeout)
 	}
 	if r.SustainableRate != nil {
 		fmt.Fprintf(out, "  sustainable    %.0f/s (p99 lateness <= %.0f ms; the figures above are of the confirming run)\n", *r.SustainableRate, maxSustainableP99)
