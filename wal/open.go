@@ -133,8 +133,13 @@ func (s *Store) open(ctx context.Context, release func()) error {
 			if job.tables, err = rec.verifyFiles(fs, st, true); err != nil {
 				return err
 			}
-		} else if err := checkLogTail(fs, dir); err != nil {
-			return openError(dir, "check the log", err)
+		} else {
+			if err := checkLogTail(fs, dir); err != nil {
+				return openError(dir, "check the log", err)
+			}
+			if err := checkManifest(fs, dir, st.manifest); err != nil {
+				return openError(dir, "check the MANIFEST", err)
+			}
 		}
 		if ro, err = s.recoverReadOnly(ctx, cache, rec, release); err != nil {
 			return err
