@@ -68,7 +68,10 @@
 //     file but an sstable changed since, or counts that differ after
 //     recovery;
 //   - after a crash (no clean-close record), a log record that is unreadable
-//     although a later record says it was synced;
+//     although a later record says it was synced; a MANIFEST edit that is
+//     unreadable although a later one follows, or a MANIFEST whose edits
+//     and the logs Pebble would replay skip sequence numbers (synced edits
+//     lost with the writes they flushed; walscan.go);
 //   - a meta record, summary or resolve-log record that does not decode or
 //     breaks an invariant, and whatever Pebble itself finds damaged.
 //
@@ -100,8 +103,9 @@
 // told from a torn tail is tolerated too, and then the store opens with the
 // exact state of an earlier acknowledged point: the newest log truncated or
 // deleted, or its last record damaged; likewise a MANIFEST that lost its
-// newest edits after a crash may lose what they flushed, when the logs that
-// held it are gone and no other file contradicts it.
+// newest edits after a crash, when they lost nothing or only writes made
+// between the previous flush's log rotation and its edit (the one case the
+// sequence-number check cannot see).
 //
 // Check verifies a closed store offline (the hourglass check command): every
 // file, key, record and invariant, reported as a list of problems.
@@ -224,8 +228,9 @@
 //     1 MiB and the summaries it amends, over all shards) on every call.
 //   - PurgeAllDead is one atomic commit: its size is bounded by memory.
 //   - Open after a clean close reads every file but the sstables before it
-//     returns, and the sstables in the background; after a crash it replays
-//     the log twice (read-only, then read-write) and reads every key in the
+//     returns, and the sstables in the background; after a crash it reads
+//     the unflushed logs once to check them against the MANIFEST, replays
+//     them twice (read-only, then read-write) and reads every key in the
 //     background. Close waits for that, flushes the memtable and reads every
 //     file.
 //   - A store closed cleanly and then opened by an older build (which
