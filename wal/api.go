@@ -182,11 +182,12 @@ func (s *Store) checkIDs(what string, ids []store.ID) error {
 // Get returns a pending message by ID. It returns an error wrapping
 // ErrNotFound if the ID is not pending (delivered, cancelled, dead-lettered or
 // never assigned); GetDead looks up dead letters.
-func (s *Store) Get(ctx context.Context, id store.ID) (store.Message, error) {
+func (s *Store) Get(ctx context.Context, id store.ID) (_ store.Message, err error) {
 	if err := s.enter(); err != nil {
 		return store.Message{}, err
 	}
 	defer s.leave()
+	defer func() { err = s.damaged(err) }()
 	if err := ctx.Err(); err != nil {
 		return store.Message{}, err
 	}
@@ -204,7 +205,16 @@ func (s *Store) Get(ctx context.Context, id store.ID) (store.Message, error) {
 			if derr != nil {
 				return store.Message{}, fmt.Errorf("wal: get %s: %w", id, derr)
 			}
-			if sum.isLive(idSlot(id)) {
+			live := sum.isLive(idSlot(id))
+			if live {
+				// The summary may predate a clear in the resolve log.
+				cleared, err := clearedSince(snap, id)
+				if err != nil {
+					return store.Message{}, fmt.Errorf("wal: get %s: %w", id, err)
+				}
+				live = !cleared
+			}
+			if live {
 				v, closer, err := snap.Get(blockKey(id.Shard(), idSeq(id), kindBlock))
 				if err != nil {
 					return store.Message{}, fmt.Errorf("wal: get %s: read block: %w", id, err)
@@ -260,11 +270,12 @@ func (s *Store) getTimed(r pebble.Reader, id store.ID, due int64) (store.Message
 }
 
 // GetDead returns a dead letter by ID, or an error wrapping ErrNotFound.
-func (s *Store) GetDead(ctx context.Context, id store.ID) (store.DeadLetter, error) {
+func (s *Store) GetDead(ctx context.Context, id store.ID) (_ store.DeadLetter, err error) {
 	if err := s.enter(); err != nil {
 		return store.DeadLetter{}, err
 	}
 	defer s.leave()
+	defer func() { err = s.damaged(err) }()
 	if err := ctx.Err(); err != nil {
 		return store.DeadLetter{}, err
 	}
@@ -285,11 +296,12 @@ func (s *Store) getDead(r pebble.Reader, id store.ID) (store.DeadLetter, error) 
 
 // ListDead pages through dead letters in ID order. The returned ID is the
 // cursor for the next page (pass it as After); it is 0 when there are no more.
-func (s *Store) ListDead(ctx context.Context, q store.DeadQuery) ([]store.DeadLetter, store.ID, error) {
+func (s *Store) ListDead(ctx context.Context, q store.DeadQuery) (_ []store.DeadLetter, _ store.ID, err error) {
 	if err := s.enter(); err != nil {
 		return nil, 0, err
 	}
 	defer s.leave()
+	defer func() { err = s.damaged(err) }()
 	limit := q.Limit
 	if limit <= 0 {
 		limit = 1024
@@ -346,11 +358,12 @@ func (s *Store) ListDead(ctx context.Context, q store.DeadQuery) ([]store.DeadLe
 // call. Memory is bounded by Limit: the time-ordered keyspace is read in
 // order, and packed blocks (near-term messages) are filtered through their
 // summaries and a bounded heap. All reads come from one Pebble snapshot.
-func (s *Store) Scan(ctx context.Context, q store.ScanQuery) ([]store.Message, store.Page, error) {
+func (s *Store) Scan(ctx context.Context, q store.ScanQuery) (_ []store.Message, _ store.Page, err error) {
 	if err := s.enter(); err != nil {
 		return nil, store.Page{}, err
 	}
 	defer s.leave()
+	defer func() { err = s.damaged(err) }()
 	if q.Shard < 0 || q.Shard >= s.shards {
 		return nil, store.Page{}, invalidf("scan: shard %d outside [0, %d)", q.Shard, s.shards)
 	}
@@ -476,6 +489,12 @@ func (s *Store) scanBlocks(ctx context.Context, snap *pebble.Snapshot, q store.S
 		return nil, err
 	}
 	defer it.Close()
+	// The summaries on disk lack the clears of the resolve log since its last
+	// checkpoint: merge them in as each summary is read.
+	clears, err := shardClears(snap, q.Shard, lowest)
+	if err != nil {
+		return nil, err
+	}
 	// Until limit candidates are kept they are simply appended; then the
 	// slice becomes a max-heap and a newcomer must beat the top, taking over
 	// its decoded-message slot. Decoded messages sit in fixed chunks (never
@@ -505,6 +524,9 @@ func (s *Store) scanBlocks(ctx context.Context, snap *pebble.Snapshot, q store.S
 			return nil, err
 		}
 		sum, err := decodeSummary(v)
+		if err == nil && len(clears[seq]) > 0 {
+			err = applyClears(&sum, clears[seq])
+		}
 		if err != nil {
 			return nil, fmt.Errorf("block %d: %w", seq, err)
 		}

@@ -23,6 +23,9 @@ import (
 //
 //   - the meta record (magic, format version, shard count) and the last
 //     sequence;
+//   - every clear record of the resolve log decodes, is in range, and
+//     clears only live slots of the blocks it names that are still stored,
+//     never emptying one;
 //   - every block has its summary and its record; the summary's live count
 //     equals its bitmap's popcount and is not zero (an emptied block is
 //     deleted); the block's slot count equals the summary's; every message
@@ -78,7 +81,7 @@ func Check(ctx context.Context, dir string, fs vfs.FS) (*CheckReport, error) {
 		rep.CleanClose = true
 		if rec, err = readCleanRecord(fs, dir); err != nil {
 			rep.add(label(cleanCloseFile), err.Error())
-		} else if err := rec.verifyFiles(fs, st); err != nil {
+		} else if _, err := rec.verifyFiles(fs, st, false); err != nil {
 			rep.add(label("files"), err.Error())
 		}
 	}
@@ -101,8 +104,8 @@ func Check(ctx context.Context, dir string, fs vfs.FS) (*CheckReport, error) {
 		switch {
 		case derr != nil:
 			rep.add(label("meta"), derr.Error())
-		case version != FormatVersion:
-			rep.add(label("meta"), fmt.Sprintf("format version %d; this build reads version %d", version, FormatVersion))
+		case version < oldestFormatVersion || version > FormatVersion:
+			rep.add(label("meta"), fmt.Sprintf("format version %d; this build reads versions %d to %d", version, oldestFormatVersion, FormatVersion))
 		default:
 			rep.Shards = shards
 		}
@@ -311,6 +314,10 @@ func verifyKeys(ctx context.Context, r pebble.Reader, shards int, lastSeq uint64
 			lastSum = nil
 		}
 	}
+	clears, err := readLog(ctx, r, shards, lastSeq, rep)
+	if err != nil {
+		return err
+	}
 	it, err := r.NewIter(nil)
 	if err != nil {
 		return err
@@ -360,6 +367,12 @@ func verifyKeys(ctx context.Context, r pebble.Reader, shards int, lastSeq uint64
 				}
 				if sum.live == 0 {
 					rep.add(where, "summary with no live slot: an emptied block must be deleted")
+				}
+				for _, c := range clears[ref] {
+					if err := applyClears(&sum, c.slots); err != nil {
+						rep.add(where, fmt.Sprintf("resolve log of group %d: %v", c.seq, err))
+						break
+					}
 				}
 				lastSum, lastRef = &sum, ref
 				continue
@@ -485,6 +498,8 @@ func verifyKeys(ctx context.Context, r pebble.Reader, shards int, lastSeq uint64
 					expectKey(d.Message.Key, id, where)
 				}
 			}
+		case tagClear:
+			// Checked by readLog, and merged into the summaries above.
 		default:
 			rep.add(labelf("key %x", k[:min(len(k), 16)]), fmt.Sprintf("unknown keyspace tag %#x", k[0]))
 		}
@@ -520,6 +535,57 @@ func verifyKeys(ctx context.Context, r pebble.Reader, shards int, lastSeq uint64
 		}
 	}
 	return nil
+}
+
+// groupClears is one group's clears of one block, as Check collects them.
+type groupClears struct {
+	seq   uint64 // the group's
+	slots []uint16
+}
+
+// readLog reads and checks the resolve log (clear records) of r, and returns
+// each block's clears in log order, for the walk to merge into the
+// summaries. A clear of a block that no longer exists is not a problem: the
+// block emptied and was deleted after the clear was logged.
+func readLog(ctx context.Context, r pebble.Reader, shards int, lastSeq uint64, rep *CheckReport) (map[uint64][]groupClears, error) {
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: []byte{tagClear}, UpperBound: []byte{tagClear + 1}})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	out := map[uint64][]groupClears{}
+	n := 0
+	for ok := it.First(); ok; ok = it.Next() {
+		if n++; n%1024 == 0 {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+		}
+		shard, seq, ok := decodeClearKey(it.Key())
+		if !ok {
+			rep.add(labelf("clear key %x", it.Key()), "malformed key")
+			continue
+		}
+		where := labelf("resolve log shard %d group %d", shard, seq)
+		if shard >= shards || seq == 0 || seq > lastSeq {
+			rep.add(where, fmt.Sprintf("out of range (shards %d, last sequence %d)", shards, lastSeq))
+			continue
+		}
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return nil, err
+		}
+		sets, err := decodeClearRecord(v, seq)
+		if err != nil {
+			rep.add(where, err.Error())
+			continue
+		}
+		for _, cs := range sets {
+			ref := blockRef(makeStoreID(shard, cs.seq, 0))
+			out[ref] = append(out[ref], groupClears{seq: seq, slots: cs.slots})
+		}
+	}
+	return out, it.Error()
 }
 
 // checkBlock checks a block record against its summary.

@@ -191,7 +191,7 @@ func TestCheckFindsBrokenInvariants(t *testing.T) {
 			meta := encodeMeta(2)
 			binary.LittleEndian.PutUint32(meta[4:], FormatVersion+1)
 			require.NoError(t, db.Set(keyMeta, meta, pebble.Sync))
-		}, "format version 2"},
+		}, "format version 3"},
 		{"unknown keyspace", func(t *testing.T, db *pebble.DB) {
 			require.NoError(t, db.Set([]byte{0x42, 1}, nil, pebble.Sync))
 		}, "unknown keyspace tag"},

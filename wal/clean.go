@@ -26,14 +26,15 @@ import (
 // renamed, directory synced): the counts recovery will find (last group
 // sequence, pending messages per shard, dead letters, blocks) and the size and
 // CRC-32C of every Pebble file in the directory. Open reads it before Pebble
-// opens anything: a missing, added or changed file, or counts that differ
-// after the read-only recovery, refuse the store with a *DamageError naming
-// the file. Open removes the record (and syncs the directory) before Pebble
+// opens anything: a missing, added, resized or changed file, or counts that
+// differ after the read-only recovery, refuse the store with a *DamageError
+// naming the file; the CRCs of the sstables are checked in the background
+// after Open returns (verify.go), and a mismatch there fails the store. Open removes the record (and syncs the directory) before Pebble
 // opens read-write and changes the files. Without the record the store opens
 // as after a crash, and checks its keys as it recovers.
 //
-// Verifying the checksums reads every file once: about what recovery already
-// reads for the packed layout, at disk speed.
+// Verifying the checksums reads every file once, at disk speed; Open leaves
+// the sstables' (nearly all the bytes) to the background.
 //
 //	+-------+---------+---------+--------+-----------------+---------+---------+
 //	| hgcc  | version | lastSeq | shards | pending[shards] | dead    | blocks  |
@@ -243,26 +244,45 @@ const cleanAdvice = "the store was closed cleanly, so this is damage (or a chang
 	"(Pebble recovers what it can read, and acknowledged messages may be missing), delete " + cleanCloseFile
 
 // verifyFiles checks every file of the record against the directory, and
-// that no Pebble file appeared since.
-func (r *cleanRecord) verifyFiles(fs vfs.FS, st *dirState) error {
+// that no Pebble file appeared since: names and sizes, and the CRC of every
+// file. With deferTables the sstables (and blob files), which hold nearly
+// all the bytes and are never written in place, are opened and returned
+// for the background verification instead (verify.go).
+func (r *cleanRecord) verifyFiles(fs vfs.FS, st *dirState, deferTables bool) (held []heldFile, err error) {
 	damaged := func(file, reason string) error {
 		return &DamageError{Dir: st.dir, File: file, Reason: reason, Advice: cleanAdvice}
 	}
+	defer func() {
+		if err != nil {
+			for _, h := range held {
+				_ = h.f.Close()
+			}
+			held = nil
+		}
+	}()
 	buf := make([]byte, 256<<10)
 	for _, f := range r.files {
 		size, ok := st.sizes[f.name]
 		if !ok {
-			return damaged(f.name, "missing since the clean close")
+			return held, damaged(f.name, "missing since the clean close")
 		}
 		if size != f.size {
-			return damaged(f.name, fmt.Sprintf("%d bytes, but %d at the clean close", size, f.size))
+			return held, damaged(f.name, fmt.Sprintf("%d bytes, but %d at the clean close", size, f.size))
+		}
+		if k, _ := classify(f.name); deferTables && (k == fileTable || k == fileBlob) {
+			h, err := fs.Open(fs.PathJoin(st.dir, f.name))
+			if err != nil {
+				return held, fmt.Errorf("wal: open %s: read %s: %w", st.dir, f.name, err)
+			}
+			held = append(held, heldFile{sum: f, f: h})
+			continue
 		}
 		_, crc, err := sumFile(fs, fs.PathJoin(st.dir, f.name), buf)
 		if err != nil {
-			return fmt.Errorf("wal: open %s: read %s: %w", st.dir, f.name, err)
+			return held, fmt.Errorf("wal: open %s: read %s: %w", st.dir, f.name, err)
 		}
 		if crc != f.crc {
-			return damaged(f.name, fmt.Sprintf("changed since the clean close (CRC-32C %08x, recorded %08x)", crc, f.crc))
+			return held, damaged(f.name, fmt.Sprintf("changed since the clean close (CRC-32C %08x, recorded %08x)", crc, f.crc))
 		}
 	}
 	for _, n := range st.names {
@@ -270,11 +290,11 @@ func (r *cleanRecord) verifyFiles(fs vfs.FS, st *dirState) error {
 			if _, ok := slices.BinarySearchFunc(r.files, n, func(f fileSum, n string) int {
 				return strings.Compare(f.name, n)
 			}); !ok {
-				return damaged(n, "appeared since the clean close")
+				return held, damaged(n, "appeared since the clean close")
 			}
 		}
 	}
-	return nil
+	return held, nil
 }
 
 // verifyCounts checks what recovery counted against the record.

@@ -25,7 +25,8 @@ type crashPoint struct {
 // clones at write operations (some keeping none of the unsynced data, some
 // a random part of it), then reopens every clone and checks that it holds
 // exactly the state after the last acknowledged operation, or (for the one
-// in flight) the state after it: every acknowledged append is there, nothing
+// in flight) the state after it (crash points fall in resolve-log records
+// and in checkpoints, see clearlog.go): every acknowledged append is there, nothing
 // resolved and synced comes back, a batch is all or nothing, and nothing is
 // corrupt.
 func TestCrash(t *testing.T) {
@@ -73,6 +74,9 @@ func TestCrash(t *testing.T) {
 		models = append(models, m)
 		progress.Store(int64(2*i + 1))
 	}
+	// The workload wrote resolve-log records and checkpoints (testOptions'
+	// small bound), so crash points fall in both.
+	require.Positive(t, h.s.w.checkpoints.Load())
 	require.NoError(t, h.s.Close())
 	mu.Lock()
 	defer mu.Unlock()

@@ -130,8 +130,14 @@ func populated(t testing.TB, fs vfs.FS, sd uint64, steps int, flushAt ...int) (*
 // models[i] is the state after i operations.
 func populatedHistory(t testing.TB, fs vfs.FS, sd uint64, steps int, flushAt ...int) (*Store, []*model) {
 	t.Helper()
+	return populatedWith(t, testOptions(fs, 2), sd, steps, flushAt...)
+}
+
+// populatedWith is populatedHistory on a new 2-shard store opened with opts.
+func populatedWith(t testing.TB, opts Options, sd uint64, steps int, flushAt ...int) (*Store, []*model) {
+	t.Helper()
 	ctx := context.Background()
-	s := openTest(t, testOptions(fs, 2))
+	s := openTest(t, opts)
 	h := &harness{t: t, r: rand.New(rand.NewPCG(sd, 11)), s: s, m: newModel(), shards: 2}
 	models := []*model{h.m}
 	for i := 0; i < steps; i++ {

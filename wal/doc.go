@@ -31,7 +31,9 @@
 //     (which it does on WAL write/sync errors instead of returning them, and
 //     after which its commit pipeline cannot be trusted); a failed flush or
 //     an ENOSPC in Pebble's background work (which Pebble retries forever
-//     while writes stall); or corrupt data found while reading: each records
+//     while writes stall); or damage found by a read, by the writer's own
+//     reads (idempotency keys, dead letters, moved messages) or by the
+//     background verification after Open (see below): each records
 //     a failure wrapping ErrFailed and the cause (errors.Is finds ENOSPC).
 //     From then on every call, reads included, returns it until the store is
 //     opened again; the store never reports a false success. Err returns it
@@ -62,12 +64,32 @@
 //     points), on which Pebble's own Open would create a new store and
 //     delete the old files; a creation that crashed before any data is
 //     finished instead;
-//   - after a clean close, any file missing, added or changed since, or
-//     counts that differ after recovery;
+//   - after a clean close, any file missing, added or resized since, any
+//     file but an sstable changed since, or counts that differ after
+//     recovery;
 //   - after a crash (no clean-close record), a log record that is unreadable
-//     although a later record says it was synced, a key or record that does
-//     not decode or breaks an invariant (Open reads every key), and whatever
-//     Pebble itself finds damaged.
+//     although a later record says it was synced; a MANIFEST edit that is
+//     unreadable although a later one follows, or a MANIFEST whose edits
+//     and the logs Pebble would replay skip sequence numbers (synced edits
+//     lost with the writes they flushed; walscan.go);
+//   - a meta record, summary or resolve-log record that does not decode or
+//     breaks an invariant, and whatever Pebble itself finds damaged.
+//
+// What reads everything runs in the background once Open has returned, so
+// a big store starts serving (and the engine firing) at once: after a clean
+// close the CRC of every sstable against the record, after a crash every key
+// of the recovered state, decoded and checked. Damage found there, or by any
+// read before it (Pebble checks every block checksum it reads, and a packed
+// block's CRC is checked on every read), fails the store as below with a
+// *DamageError (errors.Is ErrCorrupt): no call ever answers from damaged
+// bytes. The caller learns of it from Err, from the next call (every call
+// returns the failure), and once from store.Events.Failed; the engine makes
+// it sticky in Engine.Err, reports it through its Events.StoreFailed and the
+// admin handler's health check, and refuses further work. Pebble runs no
+// compaction until Open has decided (gate.go), so damage only a compaction
+// would meet fails the open store later, never a refused Open after Pebble
+// wrote. Close waits for the background verification, so a clean-close
+// record never vouches for files nobody verified.
 //
 // It does so by reading the listing and the record first, then opening
 // Pebble read-only (which writes nothing) and recovering there; only then
@@ -81,8 +103,9 @@
 // told from a torn tail is tolerated too, and then the store opens with the
 // exact state of an earlier acknowledged point: the newest log truncated or
 // deleted, or its last record damaged; likewise a MANIFEST that lost its
-// newest edits after a crash may lose what they flushed, when the logs that
-// held it are gone and no other file contradicts it.
+// newest edits after a crash, when they lost nothing or only writes made
+// between the previous flush's log rotation and its edit (the one case the
+// sequence-number check cannot see).
 //
 // Check verifies a closed store offline (the hourglass check command): every
 // file, key, record and invariant, reported as a list of problems.
@@ -93,10 +116,16 @@
 // are due within Options.Horizon of now are packed, per shard, into one block
 // record keyed (shard, seq): one Pebble key for up to 32768 messages instead
 // of one per message. Their IDs are (shard, seq, slot). Beside each block, a
-// small summary record holds the live bitmap; a resolve clears bits and
-// rewrites the summary in the same batch. No message ever gets a tombstone of
-// its own: when a shard's watermark (the oldest block with a live slot)
-// advances, one range deletion from the old watermark to the new one removes
+// small summary record holds the live bitmap. A resolve does not rewrite it:
+// each group commit that clears slots appends one clear record per shard to
+// the resolve log, keyed (shard, seq), a few bytes per slot; the writer keeps
+// every live bitmap in RAM, and a checkpoint rewrites the summaries the log
+// amends and range-deletes the log, in the same batch, once the log passes
+// the larger of 1 MiB and those summaries' size (and at Close). Readers
+// (Open, Scan, Get, Check) merge the log into the summaries they read; see
+// clearlog.go. No message ever gets a tombstone of its own: when a shard's
+// watermark (the oldest block with a live slot) advances, one range deletion
+// from the old watermark to the new one removes
 // every block below it (which also lets Pebble drop whole sstables with
 // delete-only compactions); a block emptied out of order, above the watermark,
 // gets two point deletes. Block iterators start at the watermark, so they
@@ -118,6 +147,7 @@
 //	04 id:u64                           -> index record
 //	05 key bytes                        -> id:u64 (idempotency key)
 //	06 id:u64                           -> dead record
+//	07 shard:u8 seq:u64                 -> clear record (resolve log)
 //
 // Records (uvarint/varint are Go's encoding/binary varints; str is a uvarint
 // length then that many bytes; u32le little-endian):
@@ -145,6 +175,16 @@
 //	          +---------+---------+--------+--------+---------+-------------+-------------+
 //	          bit i = byte i/8, bit i%8; live must equal the bitmap's popcount.
 //
+//	clear:    +---------+---------+-----------------------------------------+--------+
+//	          | version | nblocks | nblocks × (seq Δ, nslots, nslots × slot Δ)| crc32c |
+//	          | u8      | uvarint | uvarint each                            | u32le  |
+//	          +---------+---------+-----------------------------------------+--------+
+//	          blocks ascend by seq (first Δ from 0), slots ascend within a
+//	          block (first absolute); every block's seq is below the record's.
+//	          A checkpoint rewrites the summaries the log amends; a clear of a
+//	          slot not live in its summary, or one that empties a stored block,
+//	          is damage.
+//
 //	index:    | version u8 | due var | key str |
 //	dead:     | version u8 | deadAt var | reason str | message record |
 //
@@ -162,12 +202,17 @@
 //
 // # Versioning
 //
-// FormatVersion (1) is stored in the meta record and as the first byte of
-// every value record. Open refuses any other meta version with
-// ErrUnsupportedVersion, naming both versions. Any change to a key or record
-// layout bumps FormatVersion and adds a golden store under testdata (the
-// version-1 store is testdata/golden-v1, checked by TestGoldenFixture; it
-// was written before the clean-close record, so it opens as after a crash).
+// FormatVersion (2) is stored in the meta record and as the first byte of
+// every value record. Open refuses a meta version outside 1..FormatVersion
+// with ErrUnsupportedVersion, naming the versions. Any change to a key or
+// record layout bumps FormatVersion and adds a golden store under testdata,
+// checked by TestGoldenFixture: testdata/golden-v1 (written before the
+// clean-close record) and testdata/golden-v2 (with a resolve log, as after a
+// crash) both open as after a crash. Version 2 added the resolve log and
+// changed nothing else, so this build reads version-1 records, and Open
+// migrates a version-1 store by rewriting its meta record before its first
+// write: a version-1 build, which would ignore the log and bring resolved
+// messages back, then refuses it.
 // The clean-close record carries its own version byte. Pebble's own format
 // is pinned to PebbleFormat: Open refuses a store whose format marker says
 // otherwise and never ratchets it.
@@ -179,10 +224,15 @@
 //     in-RAM window, so blocks are read only on recovery.
 //   - Time-keyspace messages (far future, retried, replayed) cost a point
 //     tombstone each when resolved; they are the minority by design.
+//   - Scan and Get read their shard's resolve log (at most the larger of
+//     1 MiB and the summaries it amends, over all shards) on every call.
 //   - PurgeAllDead is one atomic commit: its size is bounded by memory.
-//   - Open after a clean close reads every file once to check it; after a
-//     crash it reads every key (and replays the log twice, read-only then
-//     read-write). Close flushes the memtable and reads every file.
+//   - Open after a clean close reads every file but the sstables before it
+//     returns, and the sstables in the background; after a crash it reads
+//     the unflushed logs once to check them against the MANIFEST, replays
+//     them twice (read-only, then read-write) and reads every key in the
+//     background. Close waits for that, flushes the memtable and reads every
+//     file.
 //   - A store closed cleanly and then opened by an older build (which
 //     leaves HOURGLASS-CLOSED stale) is refused as damaged; delete
 //     HOURGLASS-CLOSED to open it as after a crash.

@@ -11,10 +11,18 @@ import (
 	"github.com/hourglassmq/hourglass/store"
 )
 
-// FormatVersion is the on-disk format this build writes and the only one it
-// reads. Bump it (and keep a golden fixture of the old one in testdata) on any
-// change to a key or record layout; see doc.go.
-const FormatVersion = 1
+// FormatVersion is the on-disk format this build writes. Bump it (and keep a
+// golden fixture of the old one in testdata) on any change to a key or record
+// layout; see doc.go. Version 2 added the resolve log (tagClear); its other
+// records are laid out as in version 1, which this build still reads (Open
+// migrates a version-1 store by rewriting its meta record).
+const FormatVersion = 2
+
+// oldestFormatVersion is the oldest format this build reads.
+const oldestFormatVersion = 1
+
+// knownVersion reports whether v is a record version this build reads.
+func knownVersion(v byte) bool { return v >= oldestFormatVersion && v <= FormatVersion }
 
 // Keyspace tags: the first byte of every key.
 const (
@@ -24,7 +32,7 @@ const (
 	tagIndex = 0x04 // tagIndex id -> index record (where a time-keyspace message is)
 	tagKey   = 0x05 // tagKey key -> id (idempotency)
 	tagDead  = 0x06 // tagDead id -> dead record
-	tagEnd   = 0x07
+	tagClear = 0x07 // tagClear shard seq -> clear record (the resolve log)
 )
 
 const (
@@ -385,7 +393,7 @@ func decodeBlock(buf []byte) (blockView, error) {
 		r.fail("checksum mismatch")
 		return blockView{}, r.err
 	}
-	if buf[0] != FormatVersion {
+	if !knownVersion(buf[0]) {
 		r.fail("unknown block version")
 		return blockView{}, r.err
 	}
@@ -425,8 +433,9 @@ func (v blockView) entry(i int) []byte {
 	return v.entries[start:binary.LittleEndian.Uint32(v.ends[4*i:])]
 }
 
-// Summary record, the value of tagBlock|shard|seq|kindSummary, rewritten in
-// the same batch as every resolve that touches the block:
+// Summary record, the value of tagBlock|shard|seq|kindSummary, written with
+// the block and rewritten at each checkpoint of the resolve log (clearlog.go)
+// while the block has slots cleared since the last one:
 //
 //	u8 version | uvarint n | varint minDue | varint maxDue | uvarint live |
 //	ceil(n/8) bytes live bitmap | ceil(n/8) bytes keyed bitmap
@@ -495,7 +504,7 @@ func readBitmap(r *reader, n int) []uint64 {
 
 func decodeSummary(buf []byte) (summary, error) {
 	r := reader{what: "summary", b: buf}
-	if v := r.byte1(); r.err == nil && v != FormatVersion {
+	if v := r.byte1(); r.err == nil && !knownVersion(v) {
 		r.fail("unknown summary version")
 	}
 	var s summary
@@ -541,7 +550,7 @@ func (e indexEntry) encode() []byte {
 
 func decodeIndex(buf []byte) (indexEntry, error) {
 	r := reader{what: "index", b: buf}
-	if v := r.byte1(); r.err == nil && v != FormatVersion {
+	if v := r.byte1(); r.err == nil && !knownVersion(v) {
 		r.fail("unknown index version")
 	}
 	var e indexEntry
@@ -566,7 +575,7 @@ func encodeDead(d *store.DeadLetter) []byte {
 
 func decodeDead(buf []byte) (store.DeadLetter, error) {
 	r := reader{what: "dead", b: buf}
-	if v := r.byte1(); r.err == nil && v != FormatVersion {
+	if v := r.byte1(); r.err == nil && !knownVersion(v) {
 		r.fail("unknown dead-letter version")
 	}
 	var d store.DeadLetter
@@ -604,7 +613,7 @@ func decodeMeta(buf []byte) (version, shards int, err error) {
 	}
 	version = int(binary.LittleEndian.Uint32(v))
 	shards = int(binary.LittleEndian.Uint32(s))
-	if version == FormatVersion && (shards < 1 || shards > store.MaxShards) {
+	if version >= oldestFormatVersion && version <= FormatVersion && (shards < 1 || shards > store.MaxShards) {
 		r.fail("shard count out of range")
 		return 0, 0, r.err
 	}

@@ -281,7 +281,19 @@ func TestWriteFuzzCorpus(t *testing.T) {
 			require.NoError(t, os.WriteFile(filepath.Join(dir, fmt.Sprintf("seed-%d", i)), []byte(body), 0o644))
 		}
 	}
-	dir := filepath.Join("testdata", "fuzz", "FuzzParseID")
+	dir := filepath.Join("testdata", "fuzz", "FuzzDecodeClear")
+	require.NoError(t, os.MkdirAll(dir, 0o755))
+	for i, s := range []struct {
+		b   []byte
+		seq uint64
+	}{
+		{appendClearRecord(nil, []clearSet{{seq: 7, slots: []uint16{0, 5}}, {seq: 9, slots: []uint16{1}}}), 10},
+		{appendClearRecord(nil, []clearSet{{seq: 1, slots: []uint16{maxSlots - 1}}}), 0},
+	} {
+		body := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\nuint64(%d)\n", s.b, s.seq)
+		require.NoError(t, os.WriteFile(filepath.Join(dir, fmt.Sprintf("seed-%d", i)), []byte(body), 0o644))
+	}
+	dir = filepath.Join("testdata", "fuzz", "FuzzParseID")
 	require.NoError(t, os.MkdirAll(dir, 0o755))
 	for i, s := range []string{store.MakeID(1, 1<<16).String(), "vvvvvvvvvvvvv", "0"} {
 		body := fmt.Sprintf("go test fuzz v1\nstring(%q)\n", s)

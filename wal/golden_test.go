@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"testing"
@@ -14,7 +15,8 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-const goldenDir = "testdata/golden-v1"
+// goldenDir is the golden store of format version v under testdata.
+func goldenDir(v int) string { return fmt.Sprintf("testdata/golden-v%d", v) }
 
 // goldenState is the JSON form of a store's contents kept beside the fixture.
 type goldenState struct {
@@ -34,50 +36,86 @@ func toGolden(m *model) goldenState {
 	return g
 }
 
-// TestGoldenFixture opens the version-1 store kept in testdata (written by an
-// earlier build with -wal.update) and checks its contents: a build that can
-// no longer read the format it shipped fails here.
+// writeGolden writes the golden store of FormatVersion (with -wal.update):
+// a random workload, as it would be found after a crash (so it keeps
+// clear records of the resolve log, which Close would checkpoint away).
+func writeGolden(t *testing.T) {
+	ctx := context.Background()
+	dir := goldenDir(FormatVersion)
+	mem := vfs.NewCrashableMem()
+	s := openTest(t, testOptions(mem, 2))
+	h := &harness{t: t, r: rand.New(rand.NewPCG(42, 42)), s: s, m: newModel(), shards: 2}
+	for i := 0; i < 60; i++ {
+		_, err := h.step(ctx)
+		require.NoError(t, err)
+		if i == 30 {
+			require.NoError(t, s.db.Flush())
+		}
+	}
+	crashed := mem.CrashClone(vfs.CrashCloneCfg{})
+	require.NoError(t, s.Close())
+	require.NotEmpty(t, rawKeys(t, copyStore(t, crashed, storeDir))[tagClear], "the fixture holds no resolve log")
+	require.NoError(t, os.RemoveAll(dir))
+	_, err := vfs.Clone(crashed, vfs.Default, storeDir, dir)
+	require.NoError(t, err)
+	// LOCK is Pebble's lock file: empty, and created by every Open
+	// (pebble.LockDirectory), so the fixture does not keep it.
+	require.NoError(t, os.Remove(dir+"/LOCK"))
+	b, err := json.MarshalIndent(toGolden(h.m), "", " ")
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(dir+".json", b, 0o644))
+}
+
+// TestGoldenFixture opens the golden store of every format version this
+// build reads, kept in testdata (the current one written with -wal.update),
+// and checks its contents: a build that can no longer read a format it
+// shipped fails here. Version 1 was written before the clean-close record
+// and version 2 as after a crash, so both open as after a crash. A
+// version-1 store is migrated: it keeps working, and reopens as version 2.
 func TestGoldenFixture(t *testing.T) {
 	ctx := context.Background()
 	if *flagUpdate {
-		require.NoError(t, os.RemoveAll(goldenDir))
-		opts := testOptions(vfs.Default, 2)
-		opts.Dir = goldenDir
-		s := openTest(t, opts)
-		h := &harness{t: t, r: rand.New(rand.NewPCG(42, 42)), s: s, m: newModel(), shards: 2}
-		for i := 0; i < 60; i++ {
-			_, err := h.step(ctx)
-			require.NoError(t, err)
-			if i == 30 {
-				require.NoError(t, s.db.Flush())
-			}
-		}
-		require.NoError(t, s.Close())
-		// LOCK is Pebble's lock file: empty, and created by every Open
-		// (pebble.LockDirectory), so the fixture does not keep it.
-		require.NoError(t, os.Remove(goldenDir+"/LOCK"))
-		b, err := json.MarshalIndent(toGolden(h.m), "", " ")
-		require.NoError(t, err)
-		require.NoError(t, os.WriteFile(goldenDir+".json", b, 0o644))
+		writeGolden(t)
 	}
-	b, err := os.ReadFile(goldenDir + ".json")
-	require.NoError(t, err)
-	var want goldenState
-	require.NoError(t, json.Unmarshal(b, &want))
-	_, err = os.Stat(goldenDir + "/LOCK")
-	require.True(t, os.IsNotExist(err), "the fixture keeps no LOCK file: Pebble creates it")
-	// Open a copy so the fixture is never modified.
-	mem := vfs.NewMem()
-	_, err = vfs.Clone(vfs.Default, mem, goldenDir, "/store")
-	require.NoError(t, err)
-	s := openTest(t, testOptions(mem, 0))
-	defer s.Close()
-	require.Equal(t, 2, s.Shards())
-	requireCheck(t, s)
-	got := toGolden(storeState(t, s))
-	require.Equal(t, want, got)
-	require.NotEmpty(t, want.Pending)
-	require.NotEmpty(t, want.Dead)
+	for v := oldestFormatVersion; v <= FormatVersion; v++ {
+		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
+			dir := goldenDir(v)
+			b, err := os.ReadFile(dir + ".json")
+			require.NoError(t, err)
+			var want goldenState
+			require.NoError(t, json.Unmarshal(b, &want))
+			_, err = os.Stat(dir + "/LOCK")
+			require.True(t, os.IsNotExist(err), "the fixture keeps no LOCK file: Pebble creates it")
+			// Open a copy so the fixture is never modified.
+			mem := vfs.NewMem()
+			_, err = vfs.Clone(vfs.Default, mem, dir, storeDir)
+			require.NoError(t, err)
+			s := openTest(t, testOptions(mem, 0))
+			require.Equal(t, 2, s.Shards())
+			requireCheck(t, s)
+			got := storeState(t, s)
+			require.Equal(t, want, toGolden(got))
+			require.NotEmpty(t, want.Pending)
+			require.NotEmpty(t, want.Dead)
+
+			// It keeps working: resolve half of what is pending, reopen.
+			var batch store.Batch
+			for id := range got.pending {
+				if len(batch.Done) < len(got.pending)/2 {
+					batch.Done = append(batch.Done, store.Done{ID: id})
+					delete(got.pending, id)
+				}
+			}
+			_, err = s.Resolve(ctx, batch)
+			require.NoError(t, err)
+			require.NoError(t, s.Close())
+			s = openTest(t, testOptions(mem, 0))
+			defer s.Close()
+			require.Equal(t, FormatVersion, s.metaVersion)
+			requireCheck(t, s)
+			require.Equal(t, toGolden(got).Pending, toGolden(storeState(t, s)).Pending)
+		})
+	}
 }
 
 // TestUnknownFormatVersion: a store written by a future format is refused
@@ -92,7 +130,7 @@ func TestUnknownFormatVersion(t *testing.T) {
 	require.NoError(t, s.Close())
 	_, err := Open(ctx, testOptions(mem, 0))
 	require.ErrorIs(t, err, ErrUnsupportedVersion)
-	require.Contains(t, err.Error(), "format version 2; this build reads version 1")
+	require.Contains(t, err.Error(), "format version 3; this build reads versions 1 to 2")
 
 	// Not a store of ours at all.
 	mem = vfs.NewMem()

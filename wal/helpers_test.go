@@ -30,6 +30,9 @@ func testOptions(fs vfs.FS, shards int) Options {
 		Logger:        quietLogger(),
 		CacheSize:     8 << 20,
 		MemTableSize:  4 << 20,
+		// A small resolve-log bound: the random workloads write clear
+		// records and checkpoints both (clearlog.go).
+		checkpointBytes: 96,
 	}
 }
 

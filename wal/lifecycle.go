@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/cockroachdb/pebble/v2"
 )
 
 // The store's life after Open: calls enter and leave around their work,
@@ -115,6 +117,7 @@ func (s *Store) startRelease() {
 // release stops the writer (waiting for a commit stuck in Pebble), closes
 // Pebble and unlocks the directory.
 func (s *Store) release() error {
+	s.stopVerify()
 	s.w.stop()
 	err := closePebble(s.db)
 	return errors.Join(err, s.lock.Close())
@@ -175,6 +178,12 @@ func (s *Store) closeFailed(err error) error {
 // closeClean runs with mu held and no call in flight.
 func (s *Store) closeClean() error {
 	dir := s.opts.Dir
+	// A clean-close record vouches for the files: wait until the
+	// background verification has read them (it may fail the store).
+	s.waitVerify()
+	if err := s.Err(); err != nil {
+		return s.closeFailed(err)
+	}
 	// The writer stops once its last group is committed; a commit stalled
 	// by a flush that keeps failing fails the store instead.
 	stopped := make(chan struct{})
@@ -188,6 +197,12 @@ func (s *Store) closeClean() error {
 	}
 	if err := s.Err(); err != nil {
 		return s.closeFailed(err)
+	}
+	// Fold the resolve log into the summaries, so the next Open and its
+	// scans read no log.
+	if err := s.w.checkpointNow(); err != nil {
+		s.fail(fmt.Errorf("checkpoint the resolve log: %w", err))
+		return s.closeFailed(s.Err())
 	}
 	// The counts the next Open must find: the writer is stopped, so they
 	// are final.
@@ -256,4 +271,24 @@ func (s *Store) stalled() string {
 		fmt.Fprintf(&b, " (Pebble stalls writes: %s)", *r)
 	}
 	return b.String()
+}
+
+// damaged turns a read error that shows damage (a checksum that Pebble or
+// a packed block's CRC found wrong, a record that does not decode or
+// breaks an invariant) into the sticky failure: Open verifies part of the
+// store in the background (verify.go), so a read may meet damage first.
+// It returns err with the damage explained (errors.Is ErrCorrupt).
+func (s *Store) damaged(err error) error {
+	if err == nil || !errors.Is(err, ErrCorrupt) && !pebble.IsCorruptionError(err) {
+		return err
+	}
+	if _, ok := errors.AsType[*DamageError](err); !ok {
+		if de, ok := errors.AsType[*DamageError](explainPebble(s.opts.Dir, err)); ok {
+			err = &DamageError{Dir: de.Dir, File: de.File, Reason: de.Reason, Advice: de.Advice, Err: err}
+		} else {
+			err = &DamageError{Dir: s.opts.Dir, Reason: "a read found damaged data", Advice: "restore the directory from a backup", Err: err}
+		}
+	}
+	s.fail(err)
+	return err
 }

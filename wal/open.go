@@ -23,17 +23,21 @@ import (
 //     MANIFEST, is refused (see dirState.plan).
 //  2. It locks the directory (ErrLocked if another process holds it).
 //  3. If the store was closed cleanly it checks every file against the
-//     clean-close record (clean.go).
+//     clean-close record (clean.go): names and sizes, and the CRC of every
+//     file but the sstables, which it opens for the background (6).
+//     After a crash it checks the newest log's tail (walscan.go).
 //  4. It opens Pebble read-only, which writes nothing, and recovers: reads
-//     the meta record, the block summaries, the index and the dead letters.
-//     After a clean close the counts must match the record; after a crash it
-//     also reads and decodes every key (verify), so damage Pebble would only
-//     meet later is found now.
+//     the meta record, the block summaries and the resolve log, and counts
+//     the index and the dead letters. After a clean close the counts must
+//     match the record.
 //  5. Only then it removes the clean-close record and opens Pebble
 //     read-write. This open replays the log again and flushes it; on a full
 //     disk Pebble retries that flush forever, so Open returns when ctx ends
 //     or the disk is found full, and leaves Pebble to finish in the
 //     background.
+//  6. Once the store is open it verifies the rest in the background
+//     (verify.go): the sstables' CRCs after a clean close, every key after
+//     a crash. Damage found there fails the store.
 //
 // Recovery reads the per-block summaries and the time-keyspace index, not
 // the messages of the time keyspace; Recovery() reports what it found.
@@ -114,17 +118,28 @@ func (s *Store) open(ctx context.Context, release func()) error {
 	cache := pebble.NewCache(s.opts.CacheSize)
 	defer cache.Unref()
 	var ro *recovered
+	job := &verifyJob{}
+	defer func() {
+		if job != nil {
+			job.close() // not handed to the background
+		}
+	}()
 	if plan == planExisting {
 		var rec *cleanRecord
 		if st.closed {
 			if rec, err = readCleanRecord(fs, dir); err != nil {
 				return err
 			}
-			if err := rec.verifyFiles(fs, st); err != nil {
+			if job.tables, err = rec.verifyFiles(fs, st, true); err != nil {
 				return err
 			}
-		} else if err := checkLogTail(fs, dir); err != nil {
-			return openError(dir, "check the log", err)
+		} else {
+			if err := checkLogTail(fs, dir); err != nil {
+				return openError(dir, "check the log", err)
+			}
+			if err := checkManifest(fs, dir, st.manifest); err != nil {
+				return openError(dir, "check the MANIFEST", err)
+			}
 		}
 		if ro, err = s.recoverReadOnly(ctx, cache, rec, release); err != nil {
 			return err
@@ -138,6 +153,10 @@ func (s *Store) open(ctx context.Context, release func()) error {
 	}
 	s.wrote = true // Pebble may write from here on
 	po := s.pebbleOptions(cache, s.lock, false)
+	// No compaction runs until Open has decided (gate.go), so a refused
+	// Open has written no more than the read-write open itself.
+	gate := newCompactionGate()
+	po.Experimental.CompactionScheduler = gate
 	db, err := s.openPebble(ctx, po, release)
 	if err != nil {
 		return openError(dir, "pebble", err)
@@ -169,7 +188,39 @@ func (s *Store) open(ctx context.Context, release func()) error {
 				Advice: "another process may have written the directory during Open; open it again"}
 		}
 	}
-	return s.markOpened()
+	if ro != nil && ro.found && !s.recovery.CleanClose {
+		// After a crash every key of the recovered state is read in the
+		// background, from before the first write.
+		job.snap, job.last = db.NewSnapshot(), ro.lastSeq
+	}
+	if err := s.migrate(); err != nil {
+		return openError(dir, "migrate", err)
+	}
+	if err := s.markOpened(); err != nil {
+		return err
+	}
+	gate.release()
+	if job.snap != nil || len(job.tables) > 0 {
+		s.startVerify(job)
+		job = nil
+	}
+	return nil
+}
+
+// migrate brings a store of an older format version to FormatVersion before
+// the writer starts. Version 1 differs only in lacking the resolve log, so
+// rewriting the meta record (synced) is the whole migration; from then on a
+// build that reads only version 1, and would ignore the log, refuses it.
+func (s *Store) migrate() error {
+	if s.metaVersion == FormatVersion {
+		return nil
+	}
+	if err := s.db.Set(keyMeta, encodeMeta(s.shards), pebble.Sync); err != nil {
+		return err
+	}
+	s.log.Info("wal: migrated the store's format", "from", s.metaVersion, "to", FormatVersion)
+	s.metaVersion = FormatVersion
+	return s.Err()
 }
 
 // recovered is what the read-only step of Open found.
@@ -179,8 +230,8 @@ type recovered struct {
 }
 
 // recoverReadOnly opens Pebble read-only, recovers the store's state into s
-// and checks it: against the clean-close record when there is one, else by
-// reading every key. Read-only Pebble writes nothing to the directory.
+// and checks its counts against the clean-close record when there is one.
+// Read-only Pebble writes nothing to the directory.
 func (s *Store) recoverReadOnly(ctx context.Context, cache *pebble.Cache, rec *cleanRecord, release func()) (*recovered, error) {
 	dir := s.opts.Dir
 	po := s.pebbleOptions(cache, s.lock, true)
@@ -211,19 +262,9 @@ func (s *Store) recoverReadOnly(ctx context.Context, cache *pebble.Cache, rec *c
 		if err := rec.verifyCounts(dir, lastSeq, s.pending, s.dead, int64(s.blocks)); err != nil {
 			return nil, err
 		}
-	} else {
-		// After a crash there is no record of what the store held: read every
-		// key, so damage to a file recovery does not read (the time keyspace,
-		// the idempotency keys) is found now rather than by a later Scan.
-		rep := &CheckReport{}
-		if err := verifyKeys(ctx, db, s.shards, lastSeq, false, rep); err != nil {
-			return nil, openError(dir, "verify", err)
-		}
-		if len(rep.Problems) > 0 {
-			return nil, &DamageError{Dir: dir, Reason: fmt.Sprintf("recovery after a crash found %d inconsistencies; first: %s", len(rep.Problems), rep.Problems[0]),
-				Advice: "run wal.Check (hourglass check) for the full list, and restore the directory from a backup"}
-		}
 	}
+	// After a crash there is no record of what the store held: every key
+	// is read in the background once Open returns (verify.go).
 	if err := s.Err(); err != nil {
 		return nil, err
 	}

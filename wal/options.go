@@ -53,6 +53,9 @@ type Options struct {
 	// Shards 0, and the engine's event hooks.
 	defaultShards int
 	events        store.Events
+	// checkpointBytes is the resolve log's minimum bound (clearlog.go);
+	// tests lower it. Default defaultCheckpointBytes.
+	checkpointBytes int
 }
 
 // Defaults of the Options fields of the same names (see Options).
@@ -113,6 +116,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MemTableSize == 0 {
 		o.MemTableSize = DefaultMemTableSize
+	}
+	if o.checkpointBytes == 0 {
+		o.checkpointBytes = defaultCheckpointBytes
 	}
 	return o
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"path"
 	"testing"
+	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"github.com/hourglassmq/hourglass/store"
@@ -116,4 +118,42 @@ func TestCrashDuringCreationOpens(t *testing.T) {
 		require.NoError(t, s.Close())
 	}
 	t.Logf("%d crash points", len(clones))
+}
+
+// TestWriterDamageFailsTheStore: damage the writer meets while it validates
+// a request (here an idempotency-key record that does not decode, though
+// Pebble's checksums hold) fails the store at once, as damage a read meets
+// does: the call returns ErrCorrupt, Err turns sticky and store.Events.Failed
+// is called, so the engine learns of it (Engine.Err, Events.StoreFailed)
+// without waiting for the background verification (verify.go), which after
+// a clean close reads only the sstables' CRCs.
+func TestWriterDamageFailsTheStore(t *testing.T) {
+	ctx := context.Background()
+	failed := make(chan error, 1)
+	opts := testOptions(vfs.NewMem(), 1)
+	opts.events.Failed = func(err error) { failed <- err }
+	s := openTest(t, opts)
+	m := msgAt(0, time.Hour, "a")
+	m.Key = "k"
+	_, err := s.Append(ctx, []store.Message{m})
+	require.NoError(t, err)
+	// Another group, so the writer's overlay of recent groups no longer
+	// holds the key and it reads the record.
+	_, err = s.Append(ctx, []store.Message{msgAt(0, time.Hour, "b")})
+	require.NoError(t, err)
+	require.NoError(t, s.db.Set(idemKey("k"), []byte{0xff, 1, 2}, pebble.Sync))
+
+	_, err = s.Append(ctx, []store.Message{m})
+	require.ErrorIs(t, err, ErrCorrupt)
+	require.ErrorIs(t, s.Err(), ErrFailed, "the store goes on after its writer met damage")
+	require.ErrorIs(t, s.Err(), ErrCorrupt)
+	select {
+	case err := <-failed:
+		require.ErrorIs(t, err, ErrCorrupt)
+	case <-time.After(10 * time.Second):
+		t.Fatal("store.Events.Failed was not called")
+	}
+	_, err = s.Append(ctx, []store.Message{msgAt(0, time.Hour, "c")})
+	require.ErrorIs(t, err, ErrFailed)
+	require.ErrorIs(t, s.Close(), ErrFailed)
 }

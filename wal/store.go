@@ -42,6 +42,14 @@ type Store struct {
 	failedCh chan struct{}            // closed when failed is set
 	owner    atomic.Pointer[ownerRef] // set by Start; fed by the committer
 	recovery Recovery
+	// The background verification (verify.go): verified is closed when it
+	// ends; verifyCancel, set before Open returns, cancels it (nil: none).
+	verified     chan struct{}
+	verifyCancel context.CancelFunc
+
+	// metaVersion is the format version the meta record held at Open; an
+	// older one is migrated before the writer starts (see migrate).
+	metaVersion int
 
 	// Set by Open's goroutine only: Pebble opened the directory read-write
 	// (so it may have written), and Open left a Pebble open to finish in
@@ -91,6 +99,7 @@ func newStore(opts Options) *Store {
 		log:      opts.Logger.With("component", "wal", "dir", opts.Dir),
 		failedCh: make(chan struct{}),
 		released: make(chan struct{}),
+		verified: make(chan struct{}),
 		kick:     make(chan struct{}),
 	}
 	s.fs = guardFS{FS: opts.FS, s: s}
@@ -141,6 +150,7 @@ func (s *Store) loadMeta(create bool) (lastSeq uint64, found bool, err error) {
 			return 0, false, fmt.Errorf("wal: open %s: write meta: %w", dir, err)
 		}
 		s.shards = s.opts.Shards
+		s.metaVersion = FormatVersion
 		s.recovery.Created = true
 		return first, true, nil
 	}
@@ -152,9 +162,10 @@ func (s *Store) loadMeta(create bool) (lastSeq uint64, found bool, err error) {
 	if derr != nil {
 		return 0, false, fmt.Errorf("wal: open %s: %w", dir, derr)
 	}
-	if version != FormatVersion {
-		return 0, false, fmt.Errorf("%w: store %s has format version %d; this build reads version %d", ErrUnsupportedVersion, dir, version, FormatVersion)
+	if version < oldestFormatVersion || version > FormatVersion {
+		return 0, false, fmt.Errorf("%w: store %s has format version %d; this build reads versions %d to %d", ErrUnsupportedVersion, dir, version, oldestFormatVersion, FormatVersion)
 	}
+	s.metaVersion = version
 	if s.opts.Shards != 0 && s.opts.Shards != shards {
 		return 0, false, invalidf("open %s: Options.Shards = %d but the store was created with %d shards (use 0 or %d)", dir, s.opts.Shards, shards, shards)
 	}
@@ -180,7 +191,9 @@ func (s *Store) recover(ctx context.Context, lastSeq uint64) error {
 		return wrap("blocks", err)
 	}
 	n := 0
-	for ok := it.First(); ok; ok = it.Next() {
+	// Each summary sorts just before its block; the walk seeks past the
+	// block, so recovery reads no message.
+	for ok := it.First(); ok; {
 		if n++; n%4096 == 0 {
 			if err := ctx.Err(); err != nil {
 				_ = it.Close()
@@ -192,11 +205,12 @@ func (s *Store) recover(ctx context.Context, lastSeq uint64) error {
 			_ = it.Close()
 			return wrap("blocks", &CorruptionError{What: "block key", Reason: fmt.Sprintf("length %d", len(k))})
 		}
-		if k[10] != kindSummary {
-			continue
-		}
 		shard := int(k[1])
 		seq := binary.BigEndian.Uint64(k[2:])
+		if k[10] != kindSummary {
+			ok = it.Next()
+			continue
+		}
 		v, err := it.ValueAndErr()
 		if err != nil {
 			_ = it.Close()
@@ -210,16 +224,22 @@ func (s *Store) recover(ctx context.Context, lastSeq uint64) error {
 			_ = it.Close()
 			return wrap("blocks", err)
 		}
-		if sum.live == 0 {
-			continue
+		if sum.live > 0 {
+			w.addBlock(shard, seq, &sum)
 		}
-		w.addBlock(shard, seq, &sum)
-		s.pending[shard] += int64(sum.live)
-		s.recovery.Blocks++
-		s.recovery.BlockPending += int64(sum.live)
+		ok = it.SeekGE(blockKey(shard, seq+1, kindSummary))
 	}
 	if err := errors.Join(it.Error(), it.Close()); err != nil {
 		return wrap("blocks", err)
+	}
+	// The resolve log amends the summaries; then the blocks are counted.
+	if err := w.replayClears(s.db, s.shards, lastSeq); err != nil {
+		return wrap("resolve log", err)
+	}
+	for ref, sum := range w.blocks {
+		s.pending[store.ID(ref<<slotBits).Shard()] += int64(sum.live)
+		s.recovery.Blocks++
+		s.recovery.BlockPending += int64(sum.live)
 	}
 	// Time-keyspace index: one key per message, counted per shard.
 	counted, err := s.countKeys(ctx, tagIndex, func(k []byte) error {
@@ -360,11 +380,12 @@ func (o Options) OpenStore(ctx context.Context, env store.Env) (store.Store, err
 }
 
 // Lookup returns the ID an idempotency key names (store.Store).
-func (s *Store) Lookup(ctx context.Context, key string) (store.ID, error) {
+func (s *Store) Lookup(ctx context.Context, key string) (_ store.ID, err error) {
 	if err := s.enter(); err != nil {
 		return 0, err
 	}
 	defer s.leave()
+	defer func() { err = s.damaged(err) }()
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}

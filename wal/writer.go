@@ -24,7 +24,11 @@ import (
 // but measured slower; see committers.)
 //
 // In-memory state owned by the writer goroutine alone:
-//   - blocks: the summary (live bitmap) of every block with a pending slot;
+//   - blocks: the summary (live bitmap) of every block with a pending slot,
+//     current to the last group built (on disk, the summaries plus the
+//     resolve log: see clearlog.go);
+//   - dirty: the blocks whose summary on disk lacks clears that the resolve
+//     log holds, and the log's size since the last checkpoint;
 //   - overlays of the last committers+1 groups (cur, and prev, which may
 //     still be in the committers) for the keyspaces the writer reads from Pebble
 //     (time-keyspace messages, idempotency keys, dead letters), so a request
@@ -100,7 +104,15 @@ type writer struct {
 
 	lastSeq uint64
 	blocks  map[uint64]*summary // key: blockRef(store.ID)
-	order   []shardOrder
+	// The resolve log since the last checkpoint (clearlog.go): the blocks
+	// it amends with their summaries' size, its own size, and per shard the
+	// sequence of its first record (0: none).
+	dirty       map[uint64]*summary
+	dirtyBytes  int
+	logBytes    int
+	logFrom     []uint64
+	checkpoints atomic.Uint64 // checkpoints written, for tests
+	order       []shardOrder
 	// deletedTo[shard]: every block below this sequence is range-deleted.
 	deletedTo []uint64
 	cur       *overlay
@@ -117,7 +129,8 @@ type group struct {
 	seq      uint64
 	builders map[int]*blockBuilder
 	far      map[int]int
-	dirty    map[uint64]*summary
+	touched  map[uint64]*summary // blocks with a slot cleared by this group
+	cleared  map[uint64][]uint16 // their cleared slots
 	dropped  int
 	added    int
 	pending  []int64
@@ -179,6 +192,8 @@ func newWriter(s *Store, lastSeq uint64) *writer {
 		exited:    make(chan struct{}),
 		lastSeq:   lastSeq,
 		blocks:    map[uint64]*summary{},
+		dirty:     map[uint64]*summary{},
+		logFrom:   make([]uint64, store.MaxShards),
 		order:     make([]shardOrder, store.MaxShards),
 		deletedTo: make([]uint64, store.MaxShards),
 		cur:       newOverlay(),
@@ -245,6 +260,14 @@ func (s *Store) submit(ctx context.Context, r *request) result {
 		return result{err: fmt.Errorf("wal: not submitted: %w", err)}
 	}
 	r.reply = make(chan result, 1)
+	res := s.submitWait(ctx, r)
+	// The writer reads records too (idempotency keys, dead letters, the
+	// messages it moves): damage it meets fails the store, as a read's does.
+	res.err = s.damaged(res.err)
+	return res
+}
+
+func (s *Store) submitWait(ctx context.Context, r *request) result {
 	select {
 	case s.w.reqs <- r:
 	case <-ctx.Done():
@@ -461,9 +484,15 @@ func (w *writer) build(g *group) {
 	close(g.built)
 }
 
-// finish writes the new blocks, the summaries touched and the sequence.
+// finish writes the new blocks, the resolve log (or a checkpoint), the
+// deletion of emptied blocks and the sequence.
 func (w *writer) finish(g *group) {
 	b := g.batch
+	if len(g.cleared) > 0 && g.seq == 0 {
+		// The resolve log is keyed by the group's sequence.
+		w.lastSeq++
+		g.seq = w.lastSeq
+	}
 	for shard, bb := range g.builders {
 		// Encode the block straight into the batch: one copy of each message.
 		key := blockKey(shard, g.seq, kindBlock)
@@ -488,25 +517,24 @@ func (w *writer) finish(g *group) {
 		g.added++
 	}
 	var dropped []store.ID
-	for ref, sum := range g.dirty {
-		id := store.ID(ref << slotBits)
-		if sum.live == 0 {
-			delete(w.blocks, ref)
-			dropped = append(dropped, id)
-			g.dropped++
-		} else {
-			_ = b.Set(blockKey(id.Shard(), idSeq(id), kindSummary), sum.encode(), nil)
-		}
+	for ref, sum := range g.touched {
 		if invariants {
 			checkSummary(sum)
 		}
+		if sum.live == 0 {
+			delete(w.blocks, ref)
+			w.dropDirty(ref)
+			dropped = append(dropped, store.ID(ref<<slotBits))
+			g.dropped++
+		}
 	}
+	w.logClears(g)
 	if g.seq != 0 {
 		_ = b.Set(keySeq, binary.BigEndian.AppendUint64(nil, g.seq), nil)
 	}
-	if len(g.dirty) > 0 || g.added > 0 {
+	if len(g.touched) > 0 || g.added > 0 {
 		g.marks = map[int]uint64{}
-		for ref := range g.dirty {
+		for ref := range g.touched {
 			shard := store.ID(ref << slotBits).Shard()
 			g.marks[shard] = w.watermark(shard)
 		}
@@ -544,11 +572,17 @@ func (w *writer) builder(g *group, shard int) *blockBuilder {
 	return bb
 }
 
-func (g *group) markDirty(ref uint64, sum *summary) {
-	if g.dirty == nil {
-		g.dirty = map[uint64]*summary{}
+// clearSlot clears a located block slot in the writer's summary and
+// records it for the group's resolve log.
+func (g *group) clearSlot(loc *location) {
+	ref, slot := blockRef(loc.id), idSlot(loc.id)
+	loc.sum.clear(slot)
+	if g.touched == nil {
+		g.touched = map[uint64]*summary{}
+		g.cleared = map[uint64][]uint16{}
 	}
-	g.dirty[ref] = sum
+	g.touched[ref] = loc.sum
+	g.cleared[ref] = append(g.cleared[ref], uint16(slot))
 }
 
 // keyLookup is the result of looking up an idempotency key before applying.
@@ -752,8 +786,7 @@ func slotMessage(view blockView, id store.ID) (store.Message, error) {
 // remove takes a located message out of where it is. Its key stays.
 func (w *writer) remove(g *group, loc *location) {
 	if loc.sum != nil {
-		loc.sum.clear(idSlot(loc.id))
-		g.markDirty(blockRef(loc.id), loc.sum)
+		g.clearSlot(loc)
 		return
 	}
 	_ = g.batch.Delete(timeKey(loc.id.Shard(), loc.due, loc.id), nil)

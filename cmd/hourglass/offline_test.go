@@ -181,7 +181,7 @@ func TestOfflineInspect(t *testing.T) {
 	require.Equal(t, 0, status, errs)
 	for _, want := range []string{
 		"store         " + f.dir + "\n",
-		"format        hourglass wal format 1, pebble format ",
+		"format        hourglass wal format 2, pebble format ",
 		"shards        2\n",
 		"last close    clean (files and counts checked against the clean-close record)\n",
 		"pending       6 (",
@@ -214,7 +214,7 @@ func TestOfflineInspect(t *testing.T) {
 	require.Equal(t, 6, int(rep.BlockPending+rep.TimedPending))
 	rep.BlockPending, rep.TimedPending, rep.Blocks = 0, 0, 0
 	require.Equal(t, inspectReport{
-		Dir: f.dir, FormatVersion: 1, Shards: 2, CleanClose: true, Pending: 6, Dead: 2, ScannedPending: 6, ScannedDead: 2,
+		Dir: f.dir, FormatVersion: wal.FormatVersion, Shards: 2, CleanClose: true, Pending: 6, Dead: 2, ScannedPending: 6, ScannedDead: 2,
 		PerShard: []shardSize{{0, 3, 1}, {1, 3, 1}},
 		AsOf:     "2026-01-01T12:00:00Z",
 		Due: []dueCount{{"overdue", 1}, {"next minute", 1}, {"next hour", 0}, {"next day", 1},
