@@ -12,10 +12,14 @@ import (
 // -find-rate searches for the sustainable rate: the highest paced -rate at
 // which the engine keeps up (the producers reach the rate and every message
 // is delivered) with p99 lateness at most maxSustainableP99. It doubles the
-// rate from -rate (default 25,000/s) while a step passes, then bisects
+// rate from -rate (default 25,000/s) while a step passes (or, if the first
+// fails, halves it until one passes, down to 1,000/s), then bisects
 // between the last rate that passed and the first that failed, each step a
 // -step run on a fresh store; then it confirms the best rate with a run of
 // -duration (30 s by default), stepping down by a tenth if that run fails.
+
+// minFindRate is the lowest rate the search tries.
+const minFindRate = 1000 // per second
 
 // maxSustainableP99 is the lateness bound of a sustainable rate.
 const maxSustainableP99 = 10.0 // ms
@@ -78,6 +82,19 @@ func runFindRate(ctx context.Context, cfg config, out io.Writer) (*report, error
 		}
 		lo = rate
 		rate *= 2
+	}
+	// The first rate failed: halve it until a rate keeps up (a loaded
+	// machine may not hold even the start), down to minFindRate.
+	for r := rate / 2; lo == 0 && r >= minFindRate; r /= 2 {
+		_, ok, err := step(math.Round(r), cfg.Step)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			lo = math.Round(r)
+		} else {
+			hi = math.Round(r)
+		}
 	}
 	for range 3 {
 		if lo == 0 || math.IsInf(hi, 1) || hi-lo <= lo/16 {
