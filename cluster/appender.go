@@ -127,7 +127,8 @@ func (a *appender) run() {
 
 func (a *appender) txn(recs []*kgo.Record) error {
 	s := a.s
-	if a.cl == nil {
+	// A new client runs warmUp first; one whose warm-up failed is dropped.
+	for attempt := 0; a.cl == nil; attempt++ {
 		cl, err := kgo.NewClient(append(s.clientOpts(),
 			kgo.TransactionalID(s.appendTxnID()),
 			kgo.TransactionTimeout(s.cfg.TxnTimeout),
@@ -136,6 +137,16 @@ func (a *appender) txn(recs []*kgo.Record) error {
 			kgo.RecordPartitioner(kgo.ManualPartitioner()))...)
 		if err != nil {
 			return fmt.Errorf("cluster: append producer: %w", err)
+		}
+		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.TxnTimeout)
+		err = warmUp(ctx, cl, s.cfg.Topic, recs[0].Partition)
+		cancel()
+		if err != nil {
+			cl.Close()
+			if attempt < 2 && s.ctx.Err() == nil {
+				continue
+			}
+			return fmt.Errorf("cluster: append (nothing written): start the append producer: %w", err)
 		}
 		a.cl = cl
 	}

@@ -24,6 +24,8 @@ import (
 //     partition's: Kafka bumps its epoch, which fences the previous owner's
 //     producer and aborts its open transaction (a zombie can write nothing
 //     more to p, nor to anything else through that producer);
+//     Its first transaction is an aborted one (warmUp), so the owner
+//     record is not lost to franz-go's first-transaction bookkeeping;
 //  2. if the previous owner did not hand p over cleanly, fence its append
 //     producer too, so a transaction it left open stops holding readers
 //     back now rather than at its timeout;
@@ -230,6 +232,12 @@ func (o *ownership) seat() error {
 	if _, _, err := prod.ProducerID(ctx); err != nil {
 		return fmt.Errorf("fence the previous owner (init producer %s): %w", s.txnID(p.n), err)
 	}
+	wctx, cancel := context.WithTimeout(ctx, s.cfg.TxnTimeout)
+	err = warmUp(wctx, prod, s.cfg.Topic, int32(p.n))
+	cancel()
+	if err != nil {
+		return fmt.Errorf("start the producer %s: %w", s.txnID(p.n), err)
+	}
 	p.mu.RLock()
 	prev := p.meta.owner
 	p.mu.RUnlock()
@@ -246,7 +254,7 @@ func (o *ownership) seat() error {
 	}
 	// Bounded: a reader held back longer than any transaction may stay
 	// open is stuck; the take-over starts again.
-	wctx, cancel := context.WithTimeout(ctx, 2*s.cfg.TxnTimeout+s.cfg.SessionTimeout)
+	wctx, cancel = context.WithTimeout(ctx, 2*s.cfg.TxnTimeout+s.cfg.SessionTimeout)
 	defer cancel()
 	return p.waitApplied(wctx, rec.Offset)
 }

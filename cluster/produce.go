@@ -80,3 +80,36 @@ func (s *Store) produceIdem(ctx context.Context, r *kgo.Record) error {
 	defer stop()
 	return produce(ctx, s.idem, r)
 }
+
+// warmUp readies a new transactional client: two aborted transactions
+// before its first real one. franz-go (v1.22.3) can lose track of what a
+// client's first transaction registered (its first records go to a topic
+// it has not produced to, whose metadata it loads meanwhile):
+// EndTransaction(TryCommit) then finds no partition marked added although
+// every record was acknowledged, logs "no produce succeeded in this
+// transaction but produces were attempted", aborts the transaction and
+// returns nil, so the records are aborted while the caller is told they
+// are committed. The client's sequence numbers are then off too: its next
+// transaction fails (OUT_OF_ORDER_SEQUENCE_NUMBER). So the first
+// transaction here absorbs the fault, the second shows whether the client
+// is sound; the caller drops a client whose warm-up failed. The record is
+// an owner tombstone, which the applier ignores; aborted, no reader sees
+// it, and compaction drops it.
+func warmUp(ctx context.Context, cl *kgo.Client, topic string, p int32) error {
+	for range 2 {
+		if err := cl.BeginTransaction(); err != nil {
+			return err
+		}
+		err := produce(ctx, cl, &kgo.Record{Topic: topic, Partition: p, Key: []byte{keyOwner}})
+		if errors.Is(err, errUnsure) {
+			return err
+		}
+		if aerr := cl.EndTransaction(ctx, kgo.TryAbort); err == nil {
+			err = aerr
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
