@@ -166,7 +166,7 @@ func (s *Store) appendPlain(ctx context.Context, msgs []store.Message) ([]store.
 	// its own writes back, and must not hold its callers (and its Close).
 	for p, off := range writtenOf(recs) {
 		if err := s.parts[p].waitApplied(ctx, off); err != nil {
-			return nil, fmt.Errorf("cluster: append acknowledged by Kafka but not read back here: %w (the messages are written)", err)
+			return nil, fmt.Errorf("cluster: append acknowledged by Kafka but not read back here: %w (they may have landed: their transaction was committed, unless the client library aborted it; check by idempotency key before scheduling again)", err)
 		}
 	}
 	return ids, nil
