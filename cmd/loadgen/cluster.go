@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"os"
 	"strconv"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/hourglassmq/hourglass/cluster"
 	"github.com/hourglassmq/hourglass/engine"
@@ -408,70 +406,20 @@ producing:
 // produceCluster runs the producers, each scheduling through the node
 // pick gives it (a killed node's producers move to a live one).
 func produceCluster(ctx context.Context, s *session, until time.Time, pick func(p int) *cnode) error {
-	var next, claimed atomic.Int64
-	g, ctx := errgroup.WithContext(ctx)
-	for p := range s.cfg.Producers {
-		g.Go(func() error {
-			rng := rand.New(rand.NewPCG(s.cfg.Seed, uint64(p)))
-			msgs := make([]engine.Message, s.cfg.Batch)
-			var perProducer time.Duration
-			if s.cfg.Rate > 0 {
-				perProducer = time.Duration(float64(time.Second) * float64(s.cfg.Producers) / s.cfg.Rate)
-			}
-			pace := time.Now()
-			for ctx.Err() == nil && time.Now().Before(until) {
-				k := int64(s.cfg.Batch)
-				if s.cfg.N > 0 {
-					if c := claimed.Add(k); c > s.cfg.N {
-						k -= c - s.cfg.N
-						if k <= 0 {
-							return nil
-						}
-					}
-				}
-				if perProducer > 0 {
-					pace = pace.Add(time.Duration(k) * perProducer)
-					if d := time.Until(pace); d > 0 {
-						time.Sleep(d)
-					}
-				}
-				seq0 := uint64(next.Add(k) - k)
-				now := time.Now()
-				for i := range k {
-					pl := make([]byte, s.cfg.Payload)
-					due := now.Add(s.cfg.delay.sample(rng))
-					encodePayload(pl, seq0+uint64(i), due)
-					msgs[i] = engine.Message{Dest: "local://" + queueName, Due: due, Payload: pl}
-				}
-				n := pick(p)
-				t0 := time.Now()
-				// A call on a node killed under it ends by itself: the
-				// store bounds every writing call by RequestTimeout, and
-				// the node's Close ends the calls still running.
-				_, err := n.eng.ScheduleBatch(ctx, msgs[:k])
-				lat := time.Since(t0)
-				s.sched.Add(k)
-				if err != nil {
-					if ctx.Err() != nil {
-						return nil
-					}
-					if n.dead.Load() {
-						continue // the node was killed under the call: not acknowledged
-					}
-					return fmt.Errorf("schedule through node %d: %w", n.i, err)
-				}
-				s.ack.RecordN(lat, uint64(k))
-				for i := range k {
-					s.tr.ack(seq0 + uint64(i))
-					due := msgs[i].Due.UnixNano()
-					for m := s.maxDue.Load(); due > m && !s.maxDue.CompareAndSwap(m, due); m = s.maxDue.Load() {
-					}
-				}
-			}
-			return nil
-		})
-	}
-	return g.Wait()
+	return s.runProducers(ctx, until, "local://"+queueName, func(ctx context.Context, p int, msgs []engine.Message) (bool, error) {
+		n := pick(p)
+		// A call on a node killed under it ends by itself: the store
+		// bounds every writing call by RequestTimeout, and the node's
+		// Close ends the calls still running.
+		_, err := n.eng.ScheduleBatch(ctx, msgs)
+		switch {
+		case err == nil:
+			return true, nil
+		case n.dead.Load() && ctx.Err() == nil:
+			return false, nil // the node was killed under the call: not acknowledged
+		}
+		return false, fmt.Errorf("through node %d: %w", n.i, err)
+	})
 }
 
 // missing counts acknowledged messages not yet delivered (read only).

@@ -119,6 +119,20 @@ func (s *session) check(payload []byte) error {
 
 // produce runs the producers until until, n messages, or ctx ends.
 func (s *session) produce(ctx context.Context, until time.Time) error {
+	return s.runProducers(ctx, until, s.tgt.dest, func(ctx context.Context, _ int, msgs []engine.Message) (bool, error) {
+		_, err := s.eng.ScheduleBatch(ctx, msgs)
+		return err == nil, err
+	})
+}
+
+// runProducers runs s.cfg.Producers goroutines until until, n messages, or
+// ctx ends. Each builds batches of messages to dest (payloads carry their
+// sequence number and due time), paced to -rate, and hands them to send
+// with its producer number; send reports whether the batch was
+// acknowledged (false with no error: not acknowledged, and not a failure of
+// the run, as when a cluster node is killed under the call).
+func (s *session) runProducers(ctx context.Context, until time.Time, dest string,
+	send func(ctx context.Context, producer int, msgs []engine.Message) (bool, error)) error {
 	var next, claimed atomic.Int64
 	g, ctx := errgroup.WithContext(ctx)
 	for p := range s.cfg.Producers {
@@ -152,10 +166,10 @@ func (s *session) produce(ctx context.Context, until time.Time) error {
 					// One allocation per message, as a caller's payloads
 					// are: the engine keeps each until it fires, and a
 					// shared batch buffer would live as long as its last.
-					p := make([]byte, s.cfg.Payload)
+					pl := make([]byte, s.cfg.Payload)
 					due := now.Add(s.cfg.delay.sample(rng))
-					encodePayload(p, seq0+uint64(i), due)
-					msgs[i] = engine.Message{Dest: s.tgt.dest, Due: due, Payload: p}
+					encodePayload(pl, seq0+uint64(i), due)
+					msgs[i] = engine.Message{Dest: dest, Due: due, Payload: pl}
 				}
 				t0 := time.Now()
 				if perProducer > 0 && pace.Before(t0) {
@@ -163,7 +177,7 @@ func (s *session) produce(ctx context.Context, until time.Time) error {
 					// gone, so a stall that delays the next send shows.
 					t0 = pace
 				}
-				_, err := s.eng.ScheduleBatch(ctx, msgs[:k])
+				acked, err := send(ctx, p, msgs[:k])
 				lat := time.Since(t0)
 				s.sched.Add(k)
 				if err != nil {
@@ -171,6 +185,9 @@ func (s *session) produce(ctx context.Context, until time.Time) error {
 						return nil
 					}
 					return fmt.Errorf("schedule: %w", err)
+				}
+				if !acked {
+					continue
 				}
 				s.ack.RecordN(lat, uint64(k))
 				for i := range k {
