@@ -11,6 +11,7 @@ import (
 
 	"github.com/hourglassmq/hourglass/store"
 	"github.com/hourglassmq/hourglass/transport"
+	"github.com/hourglassmq/hourglass/transport/kafka"
 )
 
 // Sender delivers kafka:// destinations exactly once within Kafka: Send
@@ -47,7 +48,7 @@ func (s *Sender) Validate(d transport.Destination) error {
 	if d.Scheme != "kafka" {
 		return &transport.DestinationError{Dest: d.Raw, Err: transport.ErrBadDestination, Reason: "want kafka://topic"}
 	}
-	if err := validTopic(d.Target); err != nil {
+	if err := kafka.ValidTopic(d.Target); err != nil {
 		return &transport.DestinationError{Dest: d.Raw, Err: transport.ErrBadDestination, Reason: err.Error()}
 	}
 	return nil
@@ -186,21 +187,4 @@ func murmur2(b []byte) uint32 {
 	h *= m
 	h ^= h >> 15
 	return h
-}
-
-// validTopic applies Kafka's topic name rules.
-func validTopic(t string) error {
-	if t == "" || t == "." || t == ".." {
-		return fmt.Errorf("topic %q is not a valid name", t)
-	}
-	if len(t) > 249 {
-		return fmt.Errorf("topic name is %d characters long, more than 249", len(t))
-	}
-	for i := 0; i < len(t); i++ {
-		c := t[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return fmt.Errorf("topic %q: character %q is not allowed (letters, digits, '.', '_', '-')", t, c)
-		}
-	}
-	return nil
 }

@@ -112,7 +112,7 @@ func New(opts Options) (*Sender, error) {
 	if len(opts.Topics) > 0 {
 		s.topics = make(map[string]bool, len(opts.Topics))
 		for _, t := range opts.Topics {
-			if err := validTopic(t); err != nil {
+			if err := ValidTopic(t); err != nil {
 				return nil, fmt.Errorf("kafka: Options.Topics: %w", err)
 			}
 			s.topics[t] = true
@@ -132,8 +132,9 @@ func New(opts Options) (*Sender, error) {
 	return s, nil
 }
 
-// validTopic applies Kafka's topic name rules.
-func validTopic(t string) error {
+// ValidTopic applies Kafka's topic name rules: 1 to 249 characters of
+// letters, digits, '.', '_' and '-', and not "." or "..".
+func ValidTopic(t string) error {
 	if t == "" || t == "." || t == ".." {
 		return fmt.Errorf("topic %q is not a valid name", t)
 	}
@@ -154,7 +155,7 @@ func (s *Sender) Validate(d transport.Destination) error {
 	if d.Scheme != "kafka" {
 		return &transport.DestinationError{Dest: d.Raw, Err: transport.ErrBadDestination, Reason: "want kafka://topic"}
 	}
-	if err := validTopic(d.Target); err != nil {
+	if err := ValidTopic(d.Target); err != nil {
 		return &transport.DestinationError{Dest: d.Raw, Err: transport.ErrBadDestination, Reason: err.Error()}
 	}
 	if s.topics != nil && !s.topics[d.Target] {
