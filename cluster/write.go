@@ -127,14 +127,20 @@ func (s *Store) appendNew(ctx context.Context, msgs []store.Message) ([]store.Ap
 
 // appendKeyed has the owner of key partition kp write msgs.
 func (s *Store) appendKeyed(ctx context.Context, kp int, msgs []store.Message) ([]store.Appended, error) {
-	res, err := s.submitLocal(ctx, kp, &op{kind: opAppend, msgs: msgs})
+	return s.hereOrOwner(ctx, kp, &op{kind: opAppend, msgs: msgs}, &request{kind: reqAppend, msgs: msgs})
+}
+
+// hereOrOwner runs o on partition p if this node owns it, else sends r to
+// the owner.
+func (s *Store) hereOrOwner(ctx context.Context, p int, o *op, r *request) ([]store.Appended, error) {
+	res, err := s.submitLocal(ctx, p, o)
 	if err == nil {
 		return res.app, nil
 	}
 	if !errIsMoved(err) {
 		return nil, err
 	}
-	a, err := s.remote(ctx, kp, &request{kind: reqAppend, msgs: msgs})
+	a, err := s.remote(ctx, p, r)
 	if err != nil {
 		return nil, err
 	}
@@ -240,21 +246,7 @@ func (s *Store) resolveOne(ctx context.Context, p int, b store.Batch) ([]store.A
 	pt.mu.RUnlock()
 	// Attached here: the engine claimed the IDs (or is delivering them);
 	// otherwise it did not, and hears of the change through the feed.
-	res, err := s.submitLocal(ctx, p, &op{kind: opResolve, b: b, feed: !attached})
-	if err == nil {
-		return res.app, nil
-	}
-	if !errIsMoved(err) {
-		return nil, err
-	}
-	a, err := s.remote(ctx, p, &request{kind: reqResolve, b: b})
-	if err != nil {
-		return nil, err
-	}
-	if err := a.err(); err != nil {
-		return nil, err
-	}
-	return a.app, nil
+	return s.hereOrOwner(ctx, p, &op{kind: opResolve, b: b, feed: !attached}, &request{kind: reqResolve, b: b})
 }
 
 // multiOp runs an op over several partitions, all owned here, alone: every
