@@ -531,6 +531,18 @@ func (s *Store) addDead(d *store.DeadLetter) {
 	s.trimDead(d.DeadAt)
 }
 
+// lockDead takes keyMu then deadMu (the order every caller keeps), drops
+// the dead letters whose retention ended, and returns the unlock.
+func (s *Store) lockDead() (unlock func()) {
+	s.keyMu.Lock()
+	s.deadMu.Lock()
+	s.expireDead()
+	return func() {
+		s.deadMu.Unlock()
+		s.keyMu.Unlock()
+	}
+}
+
 // expireDead drops dead letters older than DeadRetention, so that one is
 // gone (and its key free) once its time is up, not only when another
 // dies. Callers hold keyMu and deadMu.
@@ -649,11 +661,7 @@ func (s *Store) GetDead(ctx context.Context, id store.ID) (store.DeadLetter, err
 		return store.DeadLetter{}, err
 	}
 	defer s.leave()
-	s.keyMu.Lock()
-	defer s.keyMu.Unlock()
-	s.deadMu.Lock()
-	defer s.deadMu.Unlock()
-	s.expireDead()
+	defer s.lockDead()()
 	if d := s.dead[id]; d != nil {
 		return *d, nil
 	}
@@ -674,11 +682,7 @@ func (s *Store) ListDead(ctx context.Context, q store.DeadQuery) ([]store.DeadLe
 		return nil, 0, err
 	}
 	defer s.leave()
-	s.keyMu.Lock()
-	defer s.keyMu.Unlock()
-	s.deadMu.Lock()
-	defer s.deadMu.Unlock()
-	s.expireDead()
+	defer s.lockDead()()
 	ids := make([]store.ID, 0, len(s.dead))
 	for id := range s.dead {
 		if id > q.After {
@@ -743,11 +747,7 @@ func (s *Store) ReplayDead(ctx context.Context, ids []store.ID, due int64) error
 	}
 	unlock := s.lockShards(touched)
 	defer unlock()
-	s.keyMu.Lock()
-	defer s.keyMu.Unlock()
-	s.deadMu.Lock()
-	defer s.deadMu.Unlock()
-	s.expireDead()
+	defer s.lockDead()()
 	if err := s.deadOf("replay", ids); err != nil {
 		return err
 	}
@@ -780,11 +780,7 @@ func (s *Store) PurgeDead(ctx context.Context, ids []store.ID) (int, error) {
 		return 0, err
 	}
 	defer s.leave()
-	s.keyMu.Lock()
-	defer s.keyMu.Unlock()
-	s.deadMu.Lock()
-	defer s.deadMu.Unlock()
-	s.expireDead()
+	defer s.lockDead()()
 	if err := s.deadOf("purge", ids); err != nil {
 		return 0, err
 	}
