@@ -385,14 +385,7 @@ producing:
 		RSSPeakBytes: rssPeak(),
 		unexpected:   s.tr.unexpected.Load(),
 	}
-	if schedSecs > 0 {
-		rep.ScheduleRate = float64(rep.Acknowledged) / schedSecs
-	}
-	if f, l := s.firstFire.Load(), s.lastFire.Load(); l > f {
-		rep.FireRate = float64(rep.Delivered+rep.Duplicates) / time.Duration(l-f).Seconds()
-	}
-	rep.AckLatencyMs = quantilesMs(&s.ack)
-	rep.LatenessMs = latenessMs(&s.late)
+	s.rates(rep, schedSecs)
 	for i, n := range nodes {
 		rep.Nodes = append(rep.Nodes, nodeReport{Node: n.i, Fires: n.fires.Load(), Partitions: owned[i], Killed: n.dead.Load()})
 	}

@@ -209,6 +209,19 @@ func (s *session) runProducers(ctx context.Context, until time.Time, dest string
 	return g.Wait()
 }
 
+// rates fills in the report's rates and latency quantiles: schedules over
+// the producers' schedSecs, fires from the first to the last delivery.
+func (s *session) rates(rep *report, schedSecs float64) {
+	if schedSecs > 0 {
+		rep.ScheduleRate = float64(rep.Acknowledged) / schedSecs
+	}
+	if f, l := s.firstFire.Load(), s.lastFire.Load(); l > f {
+		rep.FireRate = float64(rep.Delivered+rep.Duplicates) / time.Duration(l-f).Seconds()
+	}
+	rep.AckLatencyMs = quantilesMs(&s.ack)
+	rep.LatenessMs = latenessMs(&s.late)
+}
+
 // sample takes the once-a-second figures: peak pending, heap per pending
 // entry at the peak, store size.
 func (s *session) sample() engine.Stats {
@@ -342,14 +355,7 @@ func (s *session) finish(ctx context.Context, schedSecs float64) *report {
 		StoreBytes:          s.storeBytes,
 		unexpected:          s.tr.unexpected.Load(),
 	}
-	if schedSecs > 0 {
-		rep.ScheduleRate = float64(rep.Acknowledged) / schedSecs
-	}
-	if f, l := s.firstFire.Load(), s.lastFire.Load(); l > f {
-		rep.FireRate = float64(rep.Delivered+rep.Duplicates) / time.Duration(l-f).Seconds()
-	}
-	rep.AckLatencyMs = quantilesMs(&s.ack)
-	rep.LatenessMs = latenessMs(&s.late)
+	s.rates(rep, schedSecs)
 	return rep
 }
 
