@@ -17,7 +17,9 @@ type dest struct {
 	limit    atomic.Int64
 	inflight atomic.Int64
 	retry    atomic.Pointer[RetryPolicy]
-	refs     atomic.Int64 // ready queues and batches holding it
+	refs     atomic.Int64  // ready queues and batches holding it
+	pb       *pushGate     // paces its producers while a ready queue for it lags
+	outcomes atomic.Uint64 // messages whose outcome a shard applied
 }
 
 // acquire takes one in-flight slot if the limit allows.
@@ -47,6 +49,7 @@ func (e *Engine) hold(name string) *dest {
 	defer e.destMu.Unlock()
 	if d = e.dests[name]; d == nil {
 		d = &dest{name: name}
+		d.pb = newGate(d.outcomes.Load)
 		if i := strings.Index(name, "://"); i > 0 {
 			d.scheme = strings.ToLower(name[:i])
 			if d.scheme == "local" {

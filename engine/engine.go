@@ -86,6 +86,7 @@ type Engine struct {
 	progress chan struct{}
 
 	cnt      counters
+	pb       *pushBack
 	failed   atomic.Pointer[error]
 	openedAt time.Time
 	openWall int64
@@ -114,6 +115,7 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 		done:     make(chan struct{}),
 	}
 	e.val = e.validator()
+	e.pb = &pushBack{limit: max(0, int64(opts.PushBackLag)), wheels: newGate(e.cnt.fired.Load)}
 	e.dctx, e.dstop = context.WithCancel(context.Background())
 	e.origin = e.clock.Now()
 	if mc, ok := e.clock.(MonoClock); ok {
@@ -292,6 +294,7 @@ func (e *Engine) Err() error {
 func (e *Engine) failStore(err error) {
 	werr := fmt.Errorf("%w: %w (close the engine and open it again)", ErrStore, err)
 	if e.failed.CompareAndSwap(nil, &werr) {
+		e.stopPushBack()
 		e.log.Error("engine: store failed; refusing further work", "err", err)
 		if f := e.ev.StoreFailed; f != nil {
 			f(err)
@@ -356,6 +359,7 @@ func (e *Engine) attached() []*shard {
 // the handler returns, or when ctx ends (Done tells when). A second call
 // returns ErrClosed.
 func (e *Engine) Shutdown(ctx context.Context) error {
+	e.stopPushBack() // callers waiting for push back hold the gate (read)
 	e.gate.Lock()
 	if e.closed {
 		e.gate.Unlock()

@@ -1,6 +1,10 @@
 package engine
 
-import "github.com/hourglassmq/hourglass/store"
+import (
+	"math"
+
+	"github.com/hourglassmq/hourglass/store"
+)
 
 // Firing: popDue takes due messages off the wheel into per-destination ready
 // queues, and flush hands them to the dispatchers in batches, within each
@@ -15,9 +19,10 @@ import "github.com/hourglassmq/hourglass/store"
 
 // readyQ is a FIFO of item indices waiting for a dispatcher.
 type readyQ struct {
-	d   *dest // one reference held while the queue exists
-	idx []int32
-	off int
+	d      *dest // one reference held while the queue exists
+	idx    []int32
+	off    int
+	behind bool // its head waits too long: d's producers wait (pushback.go)
 }
 
 func (q *readyQ) len() int { return len(q.idx) - q.off }
@@ -38,11 +43,13 @@ func (s *shard) popDue() {
 		return
 	}
 	budget := s.readyBudget()
+	wall, mono := s.now()
 	if budget <= 0 {
+		s.noteWheelLag(mono, false)
 		return
 	}
-	wall, mono := s.now()
 	s.refs = s.w.AdvanceLimit(mono, budget, s.refs[:0])
+	s.noteWheelLag(mono, len(s.refs) < budget)
 	if len(s.refs) == 0 {
 		return
 	}
@@ -101,7 +108,8 @@ func (s *shard) unready(i int32) {
 // flush hands ready batches to the dispatchers, as far as the destinations'
 // in-flight limits and the work queue allow.
 func (s *shard) flush() {
-	if s.readyTotal == 0 {
+	s.readyWake = math.MaxInt64
+	if len(s.readyOrder) == 0 {
 		return
 	}
 	wall, _ := s.now()
@@ -131,6 +139,9 @@ func (s *shard) flush() {
 				s.e.putBatch(b)
 				full = true
 			}
+		}
+		if at := s.noteReadyLag(q, wall); at > 0 {
+			s.readyWake = min(s.readyWake, at)
 		}
 		if q.len() == 0 {
 			delete(s.ready, q.d.name)
@@ -175,6 +186,7 @@ func (s *shard) applyResult(b *batch) {
 		}
 	}
 	n := len(b.idx)
+	b.d.outcomes.Add(uint64(n))
 	s.e.release(b.d)
 	s.e.putBatch(b)
 	s.done1(n)

@@ -72,6 +72,14 @@ type Options struct {
 	// whose wheel is more precise than the broker's timer. Default 1 s;
 	// negative disables native scheduling.
 	NativeMinLead time.Duration
+	// PushBackLag is how long a due message may wait, on a wheel or in a
+	// destination's ready queue, before Schedule and ScheduleBatch are paced
+	// to the rate the engine delivers (pushback.go): producers that outrun
+	// the firing side see ack latency instead of a backlog whose lateness
+	// grows without bound. A lagging destination paces only its own
+	// producers; a lagging wheel paces all. Calls from a handler are never
+	// paced. Default 100 ms; negative disables push back.
+	PushBackLag time.Duration
 
 	// Clock is the source of time. Default RealClock{}; tests use FakeClock.
 	Clock Clock
@@ -165,6 +173,8 @@ const (
 	DefaultJitter      = 0.2
 	// DefaultNativeMinLead is Options.NativeMinLead's default.
 	DefaultNativeMinLead = time.Second
+	// DefaultPushBackLag is Options.PushBackLag's default.
+	DefaultPushBackLag = 100 * time.Millisecond
 	// DefaultHandlerTimeout is Queue.Timeout's default.
 	DefaultHandlerTimeout = time.Minute
 	// MaxRetryDelay bounds every delay a RetryPolicy names.
@@ -332,6 +342,9 @@ func (o Options) withDefaults() Options {
 	if o.NativeMinLead == 0 {
 		o.NativeMinLead = DefaultNativeMinLead
 	}
+	if o.PushBackLag == 0 {
+		o.PushBackLag = DefaultPushBackLag
+	}
 	if o.Clock == nil {
 		o.Clock = RealClock{}
 	}
@@ -364,6 +377,6 @@ func (o Options) String() string {
 	case d.Store != nil:
 		where = fmt.Sprintf("store=%T", d.Store)
 	}
-	return fmt.Sprintf("%s shards=%d tick=%v window=%v max_pending=%d dispatchers=%d max_batch=%d max_ready=%d max_in_flight=%d native_min_lead=%v retry=%+v",
-		where, d.Shards, d.Tick, d.Window, d.MaxPending, d.Dispatchers, d.MaxBatch, d.MaxReady, d.MaxInFlight, d.NativeMinLead, d.Retry)
+	return fmt.Sprintf("%s shards=%d tick=%v window=%v max_pending=%d dispatchers=%d max_batch=%d max_ready=%d max_in_flight=%d native_min_lead=%v push_back_lag=%v retry=%+v",
+		where, d.Shards, d.Tick, d.Window, d.MaxPending, d.Dispatchers, d.MaxBatch, d.MaxReady, d.MaxInFlight, d.NativeMinLead, d.PushBackLag, d.Retry)
 }

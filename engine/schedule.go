@@ -279,6 +279,9 @@ func (e *Engine) ScheduleBatch(ctx context.Context, msgs []Message) ([]ID, error
 		sms[i] = sm
 		payload += len(sm.Payload)
 	}
+	if err := e.admit(ctx, sms); err != nil {
+		return nil, err
+	}
 	// One copy of every payload, so the caller may reuse its buffers.
 	arena := make([]byte, 0, payload)
 	for i := range sms {

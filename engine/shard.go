@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -76,6 +77,8 @@ type shard struct {
 	readyOrder []*readyQ
 	readyTotal int
 	stopped    bool
+	behind     bool  // its wheel lags: producers wait (pushback.go)
+	readyWake  int64 // wall time a ready queue's head would lag; MaxInt64: none
 	refs       []uint64
 
 	win window
@@ -97,6 +100,7 @@ func newShard(e *Engine, n int) *shard {
 		now:     e.nowNs,
 	}
 	s.win.init()
+	s.readyWake = math.MaxInt64
 	s.frontDue.Store(s.win.front.Due)
 	return s
 }
@@ -161,6 +165,7 @@ const drainBudget = 2048
 
 func (s *shard) run() {
 	defer close(s.done)
+	defer s.unmarkAll()
 	timer := s.e.clock.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
@@ -224,6 +229,11 @@ func (s *shard) nextWake() time.Duration {
 		if nd, ok := s.w.NextDue(); ok {
 			wait = max(0, time.Duration(nd-mono))
 		}
+	} else if lw, ok := s.lagWait(mono); ok {
+		wait = lw
+	}
+	if s.readyWake != math.MaxInt64 {
+		wait = min(wait, max(0, time.Duration(s.readyWake-wall)))
 	}
 	if lw, ok := s.loadWait(wall); ok {
 		wait = min(wait, lw)
@@ -288,6 +298,7 @@ func (s *shard) quiet() bool {
 // to the wheel (they are still pending in the store).
 func (s *shard) stop() {
 	s.stopped = true
+	s.unmarkAll()
 	n := 0
 	now := s.reading()
 	for _, q := range s.readyOrder {

@@ -89,6 +89,11 @@ type Stats struct {
 	// one from before the last crash: messages that were overdue at Open
 	// (they may have been in flight), capped by the in-flight capacity.
 	DuplicatesEstimate int64
+	// PushBacks counts Schedule and ScheduleBatch calls that waited for
+	// the engine to catch up (Options.PushBackLag), and PushBackWait is
+	// their total wait.
+	PushBacks    uint64
+	PushBackWait time.Duration
 	// Lateness is hand-off time minus due time: when the handler was
 	// called, or the batch given to its transport.
 	Lateness Latency
@@ -115,6 +120,8 @@ func (e *Engine) Stats() Stats {
 		NativeScheduled: e.cnt.nativeScheduled.Load(),
 		NativeFired:     e.cnt.nativeFired.Load(),
 		Lateness:        e.cnt.lateness.summary(),
+		PushBacks:       e.pb.waits.Load(),
+		PushBackWait:    time.Duration(e.pb.waitNs.Load()),
 	}
 	st.LoaderLag = make([]time.Duration, len(e.shards))
 	horizon := store.SatAdd(e.clock.Now().UnixNano(), int64(e.opts.Window))

@@ -353,6 +353,8 @@ func (s *session) finish(ctx context.Context, schedSecs float64) *report {
 		RSSPeakBytes:        rssPeak(),
 		HeapBytesPerPending: s.heapPerEntry,
 		StoreBytes:          s.storeBytes,
+		PushBacks:           int64(st.PushBacks),
+		PushBackWaitMs:      ms(st.PushBackWait),
 		unexpected:          s.tr.unexpected.Load(),
 	}
 	s.rates(rep, schedSecs)

@@ -12,16 +12,20 @@ import (
 // report is the run's result. Its JSON keys are a contract: scripts and the
 // benchmark docs read them.
 type report struct {
-	Scheduled           int64     `json:"scheduled"`
-	Acknowledged        int64     `json:"acknowledged"`
-	Delivered           int64     `json:"delivered"`
-	Lost                int64     `json:"lost"`
-	Early               int64     `json:"early"`
-	Duplicates          int64     `json:"duplicates"`
-	Expired             int64     `json:"expired"`
-	ScheduleRate        float64   `json:"schedule_rate"`
-	FireRate            float64   `json:"fire_rate"`
-	AckLatencyMs        quantiles `json:"ack_latency_ms"`
+	Scheduled    int64     `json:"scheduled"`
+	Acknowledged int64     `json:"acknowledged"`
+	Delivered    int64     `json:"delivered"`
+	Lost         int64     `json:"lost"`
+	Early        int64     `json:"early"`
+	Duplicates   int64     `json:"duplicates"`
+	Expired      int64     `json:"expired"`
+	ScheduleRate float64   `json:"schedule_rate"`
+	FireRate     float64   `json:"fire_rate"`
+	AckLatencyMs quantiles `json:"ack_latency_ms"`
+	// PushBacks counts schedule calls the engine held while it caught up
+	// (engine.Options.PushBackLag); PushBackWaitMs is their total wait.
+	PushBacks           int64     `json:"push_backs"`
+	PushBackWaitMs      float64   `json:"push_back_wait_ms"`
 	LatenessMs          lateness  `json:"lateness_ms"`
 	PeakPending         int64     `json:"peak_pending"`
 	RSSPeakBytes        int64     `json:"rss_peak_bytes"`
@@ -80,10 +84,11 @@ func (r *report) print(out io.Writer) {
 		fmt.Fprintln(out, "  (ack latency, pending, heap and store figures are not measured across crashes)")
 	} else {
 		fmt.Fprintf(out, `  ack latency    p50 %.2f ms  p99 %.2f ms  p99.9 %.2f ms
+  push back      %d calls held, %.0f ms in all
   peak pending   %d (heap %.0f B each)
   peak RSS       %.1f MiB
   store          %.1f MiB
-`, r.AckLatencyMs.P50, r.AckLatencyMs.P99, r.AckLatencyMs.P999,
+`, r.AckLatencyMs.P50, r.AckLatencyMs.P99, r.AckLatencyMs.P999, r.PushBacks, r.PushBackWaitMs,
 			r.PeakPending, r.HeapBytesPerPending, float64(r.RSSPeakBytes)/(1<<20), float64(r.StoreBytes)/(1<<20))
 	}
 	for _, n := range r.Nodes {
