@@ -418,7 +418,9 @@ func (s *Store) scanTimed(ctx context.Context, snap *pebble.Snapshot, q store.Sc
 	s.statsMu.Lock()
 	hint := int(min(int64(limit), s.pending[q.Shard]+1, scanPrealloc))
 	s.statsMu.Unlock()
-	out := make([]store.Message, 0, hint)
+	// Room for one more than the page, to tell whether another follows
+	// (without it a full page is copied to grow by one).
+	out := make([]store.Message, 0, hint+1)
 	intern := map[string]string{}
 	n := 0
 	// One more than the page, to tell whether another page follows.

@@ -26,10 +26,12 @@ import (
 // renamed, directory synced): the counts recovery will find (last group
 // sequence, pending messages per shard, dead letters, blocks) and the size and
 // CRC-32C of every Pebble file in the directory. Open reads it before Pebble
-// opens anything: a missing, added, resized or changed file, or counts that
-// differ after the read-only recovery, refuse the store with a *DamageError
-// naming the file; the CRCs of the sstables are checked in the background
-// after Open returns (verify.go), and a mismatch there fails the store. Open removes the record (and syncs the directory) before Pebble
+// opens anything: a missing, added, resized or changed file, or a last
+// sequence or blocks that differ after the read-only recovery, refuse the
+// store with a *DamageError naming the file; the CRCs of the sstables, and
+// the counts of the time keyspace and the dead letters (which Open takes
+// from the record), are checked in the background after Open returns
+// (verify.go), and a mismatch there fails the store. Open removes the record (and syncs the directory) before Pebble
 // opens read-write and changes the files. Without the record the store opens
 // as after a crash, and checks its keys as it recovers.
 //
@@ -297,7 +299,36 @@ func (r *cleanRecord) verifyFiles(fs vfs.FS, st *dirState, deferTables bool) (he
 	return held, nil
 }
 
-// verifyCounts checks what recovery counted against the record.
+// timedCounts checks what Open's recovery counted (the last sequence, and
+// the blocks and their pending messages per shard) against the record, and
+// returns the number of time-keyspace messages per shard the record implies:
+// what it says is pending, less what the blocks hold. The background
+// verification counts those (verify.go), and the dead letters.
+func (r *cleanRecord) timedCounts(dir string, lastSeq uint64, blockPending []int64, blocks int64) ([]int64, error) {
+	var diff string
+	timed := make([]int64, len(blockPending))
+	switch {
+	case r.lastSeq != lastSeq:
+		diff = fmt.Sprintf("last sequence %d, recorded %d", lastSeq, r.lastSeq)
+	case len(r.pending) != len(blockPending):
+		diff = fmt.Sprintf("%d shards, recorded %d", len(blockPending), len(r.pending))
+	case r.blocks != blocks:
+		diff = fmt.Sprintf("%d blocks, recorded %d", blocks, r.blocks)
+	default:
+		for shard, p := range r.pending {
+			if timed[shard] = p - blockPending[shard]; timed[shard] < 0 {
+				diff = fmt.Sprintf("shard %d holds %d pending messages in blocks, recorded %d pending in all", shard, blockPending[shard], p)
+				break
+			}
+		}
+		if diff == "" {
+			return timed, nil
+		}
+	}
+	return nil, &DamageError{Dir: dir, Reason: "recovery found a different store than the one closed cleanly: " + diff, Advice: cleanAdvice}
+}
+
+// verifyCounts checks what Check counted against the record.
 func (r *cleanRecord) verifyCounts(dir string, lastSeq uint64, pending []int64, dead, blocks int64) error {
 	var diff string
 	switch {

@@ -65,8 +65,9 @@
 //     delete the old files; a creation that crashed before any data is
 //     finished instead;
 //   - after a clean close, any file missing, added or resized since, any
-//     file but an sstable changed since, or counts that differ after
-//     recovery;
+//     file but an sstable changed since, or a last sequence, block count or
+//     per-shard block pending count that differs from the record (Open counts
+//     the blocks itself);
 //   - after a crash (no clean-close record), a log record that is unreadable
 //     although a later record says it was synced; a MANIFEST edit that is
 //     unreadable although a later one follows, or a MANIFEST whose edits
@@ -77,8 +78,10 @@
 //
 // What reads everything runs in the background once Open has returned, so
 // a big store starts serving (and the engine firing) at once: after a clean
-// close the CRC of every sstable against the record, after a crash every key
-// of the recovered state, decoded and checked. Damage found there, or by any
+// close the CRC of every sstable against the record, and a count of the
+// time keyspace's messages per shard and of the dead letters (one key each,
+// which Open takes from the record instead), after a crash every key of the
+// recovered state, decoded and checked. Damage found there, or by any
 // read before it (Pebble checks every block checksum it reads, and a packed
 // block's CRC is checked on every read), fails the store as below with a
 // *DamageError (errors.Is ErrCorrupt): no call ever answers from damaged
@@ -228,7 +231,8 @@
 //     1 MiB and the summaries it amends, over all shards) on every call.
 //   - PurgeAllDead is one atomic commit: its size is bounded by memory.
 //   - Open after a clean close reads every file but the sstables before it
-//     returns, and the sstables in the background; after a crash it reads
+//     returns, and the sstables (and the time keyspace's index keys, to
+//     count them) in the background; after a crash it reads
 //     the unflushed logs once to check them against the MANIFEST, replays
 //     them twice (read-only, then read-write) and reads every key in the
 //     background. Close waits for that, flushes the memtable and reads every

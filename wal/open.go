@@ -27,17 +27,19 @@ import (
 //     file but the sstables, which it opens for the background (6).
 //     After a crash it checks the newest log's tail (walscan.go).
 //  4. It opens Pebble read-only, which writes nothing, and recovers: reads
-//     the meta record, the block summaries and the resolve log, and counts
-//     the index and the dead letters. After a clean close the counts must
-//     match the record.
+//     the meta record, the block summaries and the resolve log. After a
+//     crash it counts the index and the dead letters; after a clean close
+//     it takes those counts from the record, and the blocks it counted must
+//     match the record's.
 //  5. Only then it removes the clean-close record and opens Pebble
 //     read-write. This open replays the log again and flushes it; on a full
 //     disk Pebble retries that flush forever, so Open returns when ctx ends
 //     or the disk is found full, and leaves Pebble to finish in the
 //     background.
 //  6. Once the store is open it verifies the rest in the background
-//     (verify.go): the sstables' CRCs after a clean close, every key after
-//     a crash. Damage found there fails the store.
+//     (verify.go): the sstables' CRCs and the counts Open took from the
+//     record after a clean close, every key after a crash. Damage found
+//     there fails the store.
 //
 // Recovery reads the per-block summaries and the time-keyspace index, not
 // the messages of the time keyspace; Recovery() reports what it found.
@@ -172,7 +174,7 @@ func (s *Store) open(ctx context.Context, release func()) error {
 		if err != nil {
 			return err
 		}
-		if err := s.recover(ctx, lastSeq); err != nil {
+		if _, err := s.recover(ctx, lastSeq, nil); err != nil {
 			return err
 		}
 	} else {
@@ -188,10 +190,11 @@ func (s *Store) open(ctx context.Context, release func()) error {
 				Advice: "another process may have written the directory during Open; open it again"}
 		}
 	}
-	if ro != nil && ro.found && !s.recovery.CleanClose {
-		// After a crash every key of the recovered state is read in the
-		// background, from before the first write.
-		job.snap, job.last = db.NewSnapshot(), ro.lastSeq
+	if ro != nil && ro.found {
+		// The background reads the recovered state from before the first
+		// write: after a crash every key, after a clean close the keys
+		// Open took the record's word for.
+		job.snap, job.last, job.counts = db.NewSnapshot(), ro.lastSeq, ro.counts
 	}
 	if err := s.migrate(); err != nil {
 		return openError(dir, "migrate", err)
@@ -227,10 +230,13 @@ func (s *Store) migrate() error {
 type recovered struct {
 	found   bool // the store has its meta record
 	lastSeq uint64
+	// After a clean close, the counts Open took from the record, for the
+	// background to count; nil after a crash.
+	counts *cleanCounts
 }
 
 // recoverReadOnly opens Pebble read-only, recovers the store's state into s
-// and checks its counts against the clean-close record when there is one.
+// and checks its blocks against the clean-close record when there is one.
 // Read-only Pebble writes nothing to the directory.
 func (s *Store) recoverReadOnly(ctx context.Context, cache *pebble.Cache, rec *cleanRecord, release func()) (*recovered, error) {
 	dir := s.opts.Dir
@@ -254,19 +260,19 @@ func (s *Store) recoverReadOnly(ctx context.Context, cache *pebble.Cache, rec *c
 		}
 		return &recovered{}, nil
 	}
-	if err := s.recover(ctx, lastSeq); err != nil {
+	timed, err := s.recover(ctx, lastSeq, rec)
+	if err != nil {
 		return nil, err
 	}
-	if rec != nil {
-		s.recovery.CleanClose = true
-		if err := rec.verifyCounts(dir, lastSeq, s.pending, s.dead, int64(s.blocks)); err != nil {
-			return nil, err
-		}
-	}
+	s.recovery.CleanClose = rec != nil
 	// After a crash there is no record of what the store held: every key
 	// is read in the background once Open returns (verify.go).
 	if err := s.Err(); err != nil {
 		return nil, err
 	}
-	return &recovered{found: true, lastSeq: lastSeq}, nil
+	ro := &recovered{found: true, lastSeq: lastSeq}
+	if rec != nil {
+		ro.counts = &cleanCounts{timed: timed, dead: s.dead}
+	}
+	return ro, nil
 }

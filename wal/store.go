@@ -177,8 +177,13 @@ func (s *Store) loadMeta(create bool) (lastSeq uint64, found bool, err error) {
 	return seq, true, nil
 }
 
-// recover rebuilds the writer's in-memory block table and the counters.
-func (s *Store) recover(ctx context.Context, lastSeq uint64) error {
+// recover rebuilds the writer's in-memory block table and the counters, and
+// returns the number of time-keyspace messages per shard. After a clean
+// close (rec not nil) it takes that count and the dead letters' from the
+// clean-close record instead of counting their keys (one each: ten million
+// keys take a second), and the background verification counts them
+// (verify.go).
+func (s *Store) recover(ctx context.Context, lastSeq uint64, rec *cleanRecord) (timed []int64, err error) {
 	w := newWriter(s, lastSeq)
 	s.w = w
 	s.pending = make([]int64, s.shards)
@@ -188,7 +193,7 @@ func (s *Store) recover(ctx context.Context, lastSeq uint64) error {
 	// Block summaries.
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{tagBlock}, UpperBound: []byte{tagBlock + 1}})
 	if err != nil {
-		return wrap("blocks", err)
+		return nil, wrap("blocks", err)
 	}
 	n := 0
 	// Each summary sorts just before its block; the walk seeks past the
@@ -197,13 +202,13 @@ func (s *Store) recover(ctx context.Context, lastSeq uint64) error {
 		if n++; n%4096 == 0 {
 			if err := ctx.Err(); err != nil {
 				_ = it.Close()
-				return wrap("blocks", err)
+				return nil, wrap("blocks", err)
 			}
 		}
 		k := it.Key()
 		if len(k) != 11 {
 			_ = it.Close()
-			return wrap("blocks", &CorruptionError{What: "block key", Reason: fmt.Sprintf("length %d", len(k))})
+			return nil, wrap("blocks", &CorruptionError{What: "block key", Reason: fmt.Sprintf("length %d", len(k))})
 		}
 		shard := int(k[1])
 		seq := binary.BigEndian.Uint64(k[2:])
@@ -214,7 +219,7 @@ func (s *Store) recover(ctx context.Context, lastSeq uint64) error {
 		v, err := it.ValueAndErr()
 		if err != nil {
 			_ = it.Close()
-			return wrap("blocks", err)
+			return nil, wrap("blocks", err)
 		}
 		sum, err := decodeSummary(v)
 		if err == nil && (shard >= s.shards || seq > lastSeq || seq == 0) {
@@ -222,7 +227,7 @@ func (s *Store) recover(ctx context.Context, lastSeq uint64) error {
 		}
 		if err != nil {
 			_ = it.Close()
-			return wrap("blocks", err)
+			return nil, wrap("blocks", err)
 		}
 		if sum.live > 0 {
 			w.addBlock(shard, seq, &sum)
@@ -230,50 +235,68 @@ func (s *Store) recover(ctx context.Context, lastSeq uint64) error {
 		ok = it.SeekGE(blockKey(shard, seq+1, kindSummary))
 	}
 	if err := errors.Join(it.Error(), it.Close()); err != nil {
-		return wrap("blocks", err)
+		return nil, wrap("blocks", err)
 	}
 	// The resolve log amends the summaries; then the blocks are counted.
 	if err := w.replayClears(s.db, s.shards, lastSeq); err != nil {
-		return wrap("resolve log", err)
+		return nil, wrap("resolve log", err)
 	}
 	for ref, sum := range w.blocks {
 		s.pending[store.ID(ref<<slotBits).Shard()] += int64(sum.live)
 		s.recovery.Blocks++
 		s.recovery.BlockPending += int64(sum.live)
 	}
-	// Time-keyspace index: one key per message, counted per shard.
-	counted, err := s.countKeys(ctx, tagIndex, func(k []byte) error {
-		if len(k) != 9 {
-			return &CorruptionError{What: "index key", Reason: fmt.Sprintf("length %d", len(k))}
+	s.blocks = s.recovery.Blocks
+	if rec != nil {
+		if timed, err = rec.timedCounts(s.opts.Dir, lastSeq, s.pending, int64(s.blocks)); err != nil {
+			return nil, err
 		}
-		id := store.ID(binary.BigEndian.Uint64(k[1:]))
-		if id.Shard() >= s.shards || idSeq(id) > lastSeq {
-			return &CorruptionError{What: "index key", Reason: fmt.Sprintf("id %s out of range", id)}
+		s.recovery.DeadLetters = rec.dead
+	} else {
+		// Time-keyspace index: one key per message, counted per shard.
+		if timed, err = countIndex(ctx, s.db, s.shards, lastSeq); err != nil {
+			return nil, wrap("index", err)
 		}
-		s.pending[id.Shard()]++
-		return nil
-	})
-	if err != nil {
-		return wrap("index", err)
+		if s.recovery.DeadLetters, err = countKeys(ctx, s.db, tagDead, nil); err != nil {
+			return nil, wrap("dead letters", err)
+		}
 	}
-	s.recovery.TimedPending = counted
-	s.recovery.DeadLetters, err = s.countKeys(ctx, tagDead, func([]byte) error { return nil })
-	if err != nil {
-		return wrap("dead letters", err)
+	for shard, k := range timed {
+		s.pending[shard] += k
+		s.recovery.TimedPending += k
 	}
 	s.dead = s.recovery.DeadLetters
-	s.blocks = s.recovery.Blocks
 	for shard := 0; shard < s.shards; shard++ {
 		s.watermark[shard].Store(w.watermark(shard))
 		// Blocks below the watermark were deleted already; the next range
 		// deletion starts there.
 		w.deletedTo[shard] = w.watermark(shard)
 	}
-	return nil
+	return timed, nil
 }
 
-func (s *Store) countKeys(ctx context.Context, tag byte, f func(k []byte) error) (int64, error) {
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{tag}, UpperBound: []byte{tag + 1}})
+// countIndex counts the time-keyspace index of r per shard: one key per
+// message whose ID must name a shard and a sequence of the store.
+func countIndex(ctx context.Context, r pebble.Reader, shards int, lastSeq uint64) ([]int64, error) {
+	timed := make([]int64, shards)
+	_, err := countKeys(ctx, r, tagIndex, func(k []byte) error {
+		if len(k) != 9 {
+			return &CorruptionError{What: "index key", Reason: fmt.Sprintf("length %d", len(k))}
+		}
+		id := store.ID(binary.BigEndian.Uint64(k[1:]))
+		if id.Shard() >= shards || idSeq(id) > lastSeq {
+			return &CorruptionError{What: "index key", Reason: fmt.Sprintf("id %s out of range", id)}
+		}
+		timed[id.Shard()]++
+		return nil
+	})
+	return timed, err
+}
+
+// countKeys counts the keys of r that start with tag, calling f (if not
+// nil) on each.
+func countKeys(ctx context.Context, r pebble.Reader, tag byte, f func(k []byte) error) (int64, error) {
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: []byte{tag}, UpperBound: []byte{tag + 1}})
 	if err != nil {
 		return 0, err
 	}
@@ -284,6 +307,9 @@ func (s *Store) countKeys(ctx context.Context, tag byte, f func(k []byte) error)
 				_ = it.Close()
 				return 0, err
 			}
+		}
+		if f == nil {
+			continue
 		}
 		if err := f(it.Key()); err != nil {
 			_ = it.Close()

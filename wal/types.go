@@ -15,8 +15,9 @@ type Recovery struct {
 	// Created is true when Open created a new store.
 	Created bool
 	// CleanClose is true when the store had been closed cleanly, and Open
-	// checked its files and counts against the clean-close record (the
-	// sstables' CRCs in the background). False means Open recovered as after
+	// checked its files and blocks against the clean-close record (the
+	// sstables' CRCs, and the counts of TimedPending and DeadLetters, which
+	// Open took from the record, in the background). False means Open recovered as after
 	// a crash (and reads every key in the background to check them).
 	CleanClose bool
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -19,14 +20,17 @@ import (
 // checks that are cheap and decide whether Pebble may open the directory at
 // all (the listing, the markers, the clean-close record with every file's
 // name and size, the CRC of every file but the sstables, the log's tail, the
-// meta record, the summaries and the resolve log, and the counts against the
+// meta record, the summaries and the resolve log, and the blocks against the
 // clean-close record), and verifies the rest after it returned, while the
 // store serves calls:
 //
 //   - after a clean close, the CRC of every sstable the record lists, read
 //     through handles opened before Pebble opened the directory read-write
 //     (sstables are never written in place, and an open handle keeps a file
-//     that a compaction deletes);
+//     that a compaction deletes); then the count of the time keyspace's
+//     messages per shard and of the dead letters, which Open took from the
+//     record (a snapshot taken before the first write): one key each, ten
+//     million keys take a second, which Open no longer waits for;
 //   - after a crash, every key of the state Open recovered (a snapshot taken
 //     before the first write), decoded and checked as Check does without its
 //     cross-keyspace maps.
@@ -42,8 +46,16 @@ import (
 // verifyJob is what Open leaves for the background.
 type verifyJob struct {
 	tables []heldFile       // after a clean close: the sstables to CRC
-	snap   *pebble.Snapshot // after a crash: the state to read
-	last   uint64           // after a crash: the last sequence at Open
+	snap   *pebble.Snapshot // the state Open recovered, before the first write
+	last   uint64           // the last sequence at Open
+	counts *cleanCounts     // after a clean close: what snap must hold
+}
+
+// cleanCounts is what a store closed cleanly holds by its record, beyond
+// the blocks Open counted itself.
+type cleanCounts struct {
+	timed []int64 // time-keyspace messages per shard
+	dead  int64
 }
 
 // heldFile is a file of the clean-close record, held open.
@@ -101,7 +113,7 @@ func (s *Store) stopVerify() {
 
 func (s *Store) verify(ctx context.Context, j *verifyJob) error {
 	dir := s.opts.Dir
-	if j.snap != nil {
+	if j.snap != nil && j.counts == nil {
 		rep := &CheckReport{Dir: dir}
 		if err := verifyKeys(ctx, j.snap, s.shards, j.last, false, rep); err != nil {
 			if ctx.Err() != nil {
@@ -127,6 +139,34 @@ func (s *Store) verify(ctx context.Context, j *verifyJob) error {
 			return &DamageError{Dir: dir, File: h.sum.name, Reason: fmt.Sprintf("changed since the clean close (CRC-32C %08x, recorded %08x)", crc, h.sum.crc),
 				Advice: "restore the directory from a backup"}
 		}
+	}
+	if j.counts != nil {
+		return s.verifyCounts(ctx, j)
+	}
+	return nil
+}
+
+// verifyCounts counts, after a clean close, the time keyspace's messages per
+// shard and the dead letters that Open took from the record.
+func (s *Store) verifyCounts(ctx context.Context, j *verifyJob) error {
+	dir := s.opts.Dir
+	fail := func(err error) error {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return &DamageError{Dir: dir, Reason: "verifying the store after a clean close, counting its keys failed", Advice: "restore the directory from a backup", Err: explainPebble(dir, err)}
+	}
+	timed, err := countIndex(ctx, j.snap, s.shards, j.last)
+	if err != nil {
+		return fail(err)
+	}
+	dead, err := countKeys(ctx, j.snap, tagDead, nil)
+	if err != nil {
+		return fail(err)
+	}
+	if !slices.Equal(timed, j.counts.timed) || dead != j.counts.dead {
+		return &DamageError{Dir: dir, Reason: fmt.Sprintf("the store holds %v messages per shard in its time keyspace and %d dead letters, but was closed cleanly with %v and %d",
+			timed, dead, j.counts.timed, j.counts.dead), Advice: "restore the directory from a backup"}
 	}
 	return nil
 }
