@@ -82,6 +82,19 @@ func (sat *saturated) scheduleAsync(ctx context.Context) <-chan error {
 	return done
 }
 
+// requireReturned returns the error a call sent on done, failing the test
+// with why if it has not returned.
+func requireReturned(t *testing.T, done <-chan error, why string) error {
+	t.Helper()
+	select {
+	case err := <-done:
+		return err
+	default:
+		t.Fatal(why)
+		return nil
+	}
+}
+
 func requireWaiting(t *testing.T, done <-chan error) {
 	t.Helper()
 	select {
@@ -104,12 +117,7 @@ func TestPushBackHoldsSchedulesUntilTheEngineCatchesUp(t *testing.T) {
 
 		close(sat.release)
 		synctest.Wait()
-		select {
-		case err := <-done:
-			require.NoError(t, err)
-		default:
-			t.Fatal("Schedule still waits after the engine caught up")
-		}
+		require.NoError(t, requireReturned(t, done, "Schedule still waits after the engine caught up"))
 		st := sat.e.Stats()
 		require.Equal(t, before+1, st.Scheduled)
 		require.EqualValues(t, 1, st.PushBacks)
@@ -124,12 +132,7 @@ func TestPushBackNeverHoldsAHandler(t *testing.T) {
 		requireWaiting(t, sat.scheduleAsync(context.Background())) // behind now
 		close(sat.releaseH)
 		synctest.Wait()
-		select {
-		case err := <-sat.fromHandler:
-			require.NoError(t, err)
-		default:
-			t.Fatal("a handler's Schedule waits for push back")
-		}
+		require.NoError(t, requireReturned(t, sat.fromHandler, "a handler's Schedule waits for push back"))
 	})
 }
 
@@ -170,12 +173,7 @@ func TestPushBackOff(t *testing.T) {
 		sat := newSaturated(t, -1)
 		done := sat.scheduleAsync(context.Background())
 		synctest.Wait()
-		select {
-		case err := <-done:
-			require.NoError(t, err)
-		default:
-			t.Fatal("Schedule waited with push back off")
-		}
+		require.NoError(t, requireReturned(t, done, "Schedule waited with push back off"))
 		require.Zero(t, sat.e.Stats().PushBacks)
 	})
 }
