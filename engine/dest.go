@@ -49,7 +49,7 @@ func (e *Engine) hold(name string) *dest {
 	defer e.destMu.Unlock()
 	if d = e.dests[name]; d == nil {
 		d = &dest{name: name}
-		d.pb = newGate(d.outcomes.Load)
+		d.pb = newGate(d.outcomes.Load, &e.pb.destsBehind)
 		if i := strings.Index(name, "://"); i > 0 {
 			d.scheme = strings.ToLower(name[:i])
 			if d.scheme == "local" {

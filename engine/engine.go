@@ -115,7 +115,8 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 		done:     make(chan struct{}),
 	}
 	e.val = e.validator()
-	e.pb = &pushBack{limit: max(0, int64(opts.PushBackLag)), wheels: newGate(e.cnt.fired.Load)}
+	e.pb = &pushBack{limit: max(0, int64(opts.PushBackLag))}
+	e.pb.wheels = newGate(e.cnt.fired.Load, nil)
 	e.dctx, e.dstop = context.WithCancel(context.Background())
 	e.origin = e.clock.Now()
 	if mc, ok := e.clock.(MonoClock); ok {

@@ -44,6 +44,8 @@ const rateWindow = 50 * time.Millisecond
 // pushGate paces callers while any of the shards marking it is behind.
 type pushGate struct {
 	served func() uint64 // messages delivered (or fired) so far
+	count  *atomic.Int32 // if set, counts the gates of its kind behind
+	shut   atomic.Bool   // behind > 0 && !off, read without the lock
 
 	mu     sync.Mutex
 	behind int           // marks held
@@ -57,8 +59,8 @@ type pushGate struct {
 	servedSince  uint64
 }
 
-func newGate(served func() uint64) *pushGate {
-	g := &pushGate{served: served, free: make(chan struct{})}
+func newGate(served func() uint64, count *atomic.Int32) *pushGate {
+	g := &pushGate{served: served, count: count, free: make(chan struct{})}
 	close(g.free)
 	return g
 }
@@ -72,12 +74,30 @@ func (g *pushGate) mark(behind bool, now time.Time) {
 		if g.behind == 1 && !g.off {
 			g.free = make(chan struct{})
 			g.tokens, g.rate, g.last, g.since, g.servedSince = 0, 0, now, now, g.served()
+			g.setShut(true)
 		}
 		return
 	}
 	g.behind--
 	if g.behind == 0 && !g.off {
 		close(g.free)
+		g.setShut(false)
+	}
+}
+
+// setShut publishes whether callers must pass through the gate. Callers
+// hold mu.
+func (g *pushGate) setShut(shut bool) {
+	if g.shut.Load() == shut {
+		return
+	}
+	g.shut.Store(shut)
+	if g.count != nil {
+		if shut {
+			g.count.Add(1)
+		} else {
+			g.count.Add(-1)
+		}
 	}
 }
 
@@ -89,14 +109,11 @@ func (g *pushGate) stop() {
 		close(g.free)
 	}
 	g.off = true
+	g.setShut(false)
 }
 
 // isBehind reports whether callers must pass through the gate.
-func (g *pushGate) isBehind() bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.behind > 0 && !g.off
-}
+func (g *pushGate) isBehind() bool { return g.shut.Load() }
 
 // pass admits n messages, waiting for the gate's pace while it is behind.
 func (g *pushGate) pass(ctx context.Context, clock Clock, n int) error {
@@ -142,7 +159,10 @@ func (g *pushGate) pass(ctx context.Context, clock Clock, n int) error {
 type pushBack struct {
 	limit  int64     // lag in ns at which a shard is behind; 0: never
 	wheels *pushGate // marked by shards whose wheel lags
-	off    atomic.Bool
+	// destsBehind counts destinations' gates behind, so a call finds out
+	// without a lookup that none of its destinations is.
+	destsBehind atomic.Int32
+	off         atomic.Bool
 
 	waits  atomic.Uint64 // calls that waited
 	waitNs atomic.Int64  // their total wait
@@ -172,7 +192,7 @@ func (e *Engine) admit(ctx context.Context, sms []store.Message) error {
 	if e.pb.wheels.isBehind() {
 		gates = append(gates, e.pb.wheels)
 	}
-	for i := range sms {
+	for i := 0; i < len(sms) && e.pb.destsBehind.Load() > 0; i++ {
 		if i > 0 && sms[i].Dest == sms[i-1].Dest {
 			continue
 		}
