@@ -34,6 +34,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"runtime/trace"
 	"syscall"
 )
 
@@ -75,6 +76,17 @@ func run(ctx context.Context, cfg config, out io.Writer) (*report, error) {
 			return nil, fmt.Errorf("cpu profile: %w", err)
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if cfg.Trace != "" {
+		f, err := os.Create(cfg.Trace)
+		if err != nil {
+			return nil, fmt.Errorf("trace: %w", err)
+		}
+		defer f.Close()
+		if err := trace.Start(f); err != nil {
+			return nil, fmt.Errorf("trace: %w", err)
+		}
+		defer trace.Stop()
 	}
 	switch {
 	case cfg.child:
