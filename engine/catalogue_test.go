@@ -977,6 +977,39 @@ func TestCataloguePayloadBuffersAreCopied(t *testing.T) {
 	})
 }
 
+// TestCatalogueHandlerMayKeepItsPayload: a handler that keeps the
+// Payload slice after it returns still reads its own bytes after the
+// shard has reused the message's payload slot for later messages of the
+// same size.
+func TestCatalogueHandlerMayKeepItsPayload(t *testing.T) {
+	forModes(t, func(t *testing.T, mode string) {
+		var kept [][]byte
+		h := newHarness(t, mode, Options{Shards: 1, Queues: []Queue{{Name: "keep", Handler: func(_ context.Context, d *Delivery) error {
+			kept = append(kept, d.Payload)
+			return nil
+		}}}})
+		// One message of the same size stays pending in the window, so its
+		// size class keeps its chunks and the later rounds reuse freed slots.
+		_, err := h.e.ScheduleIn(bg, 10*time.Second, Message{Dest: "local://keep", Payload: []byte("anchor-of-class-x")})
+		require.NoError(t, err)
+		var want []string
+		for round := range 3 {
+			for i := range 4 {
+				p := fmt.Sprintf("round-%d-message-%d", round, i)
+				want = append(want, p)
+				_, err := h.e.ScheduleIn(bg, time.Second, Message{Dest: "local://keep", Payload: []byte(p)})
+				require.NoError(t, err)
+			}
+			h.advance(time.Second)
+		}
+		var got []string
+		for _, p := range kept {
+			got = append(got, string(p))
+		}
+		require.ElementsMatch(t, want, got)
+	})
+}
+
 // TestCatalogueReturnedPayloadsAreCopies: a caller that writes into the
 // payload slice Get, List or DeadLetters returned must not change the
 // message that is later delivered or replayed.

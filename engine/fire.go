@@ -123,9 +123,18 @@ func (s *shard) flush() {
 			n := min(q.len(), s.e.opts.MaxBatch)
 			b := s.e.newBatch(s, q.d, n)
 			b.fired = wall
+			// The batch's payloads are copies in one fresh arena: a
+			// handler may keep its Payload, and the shard reuses the slots.
+			size := 0
+			for _, i := range q.idx[q.off : q.off+n] {
+				size += s.item(i).payload.len()
+			}
+			arena := make([]byte, 0, size)
 			for _, i := range q.idx[q.off : q.off+n] {
 				b.idx = append(b.idx, i)
-				b.msgs = append(b.msgs, s.message(i))
+				var m store.Message
+				m, arena = s.message(i, arena)
+				b.msgs = append(b.msgs, m)
 			}
 			select {
 			case s.e.work <- b:

@@ -1,20 +1,18 @@
 package engine
 
 import (
-	"unsafe"
-
 	"github.com/hourglassmq/hourglass/store"
 	"github.com/hourglassmq/hourglass/wheel"
 )
 
 // A shard holds each message of its window as a compact item: what every
-// message has inline (56 bytes), the rest kept apart. The destination is an
-// index into the shard's table of destination strings (one string per
-// distinct destination, reference counted), and the rare fields (key,
-// headers, expiry) sit in the shard's extras. The payload is the bytes the
-// store fed or scanned, referenced, never copied again or written. With the
-// wheel's entry (32 bytes) and the by-ID map (about 20-28), a message costs
-// the shard about 110 bytes besides its payload.
+// message has inline (48 bytes, no pointer), the rest kept apart. The
+// destination is an index into the shard's table of destination strings
+// (one string per distinct destination, reference counted), the rare fields
+// (key, headers, expiry) sit in the shard's extras, and the payload is a
+// copy in the shard's payload chunks (payloads.go). With the wheel's entry
+// (32 bytes) and the by-ID map (about 20-28), a message costs the shard
+// about 100 bytes besides its payload's slot.
 
 // item states.
 const (
@@ -29,9 +27,9 @@ type item struct {
 	id      store.ID
 	due     int64
 	h       wheel.Handle
-	payload string // the payload's bytes (unsafe.String of the fed slice)
-	dest    uint32 // index into the shard's destination table
-	extra   int32  // 1-based index into the shard's extras; 0 = none
+	payload payloadRef // in the shard's payloads
+	dest    uint32     // index into the shard's destination table
+	extra   int32      // 1-based index into the shard's extras; 0 = none
 	attempt uint32
 	state   uint8
 }
@@ -58,6 +56,8 @@ type slab struct {
 	freeDests []uint32
 
 	ids idIndex // ID -> slot (idindex.go)
+
+	pl payloadStore // the items' payloads (payloads.go)
 }
 
 const pageBits = 12
@@ -114,7 +114,7 @@ func (s *slab) dropDest(d uint32) {
 func (s *slab) pack(i int32, m *store.Message) {
 	it := s.item(i)
 	it.id, it.due, it.attempt = m.ID, m.Due, m.Attempt
-	it.payload = unsafe.String(unsafe.SliceData(m.Payload), len(m.Payload))
+	it.payload = s.pl.put(m.Payload)
 	it.dest = s.destOf(m.Dest)
 	it.extra = 0
 	if m.Key != "" || len(m.Headers) > 0 || m.Expires != 0 {
@@ -135,6 +135,7 @@ func (s *slab) pack(i int32, m *store.Message) {
 func (s *slab) unpack(i int32) {
 	it := s.item(i)
 	s.dropDest(it.dest)
+	s.pl.free(it.payload)
 	if it.extra != 0 {
 		s.extras[it.extra-1] = extra{}
 		s.freeExtras = append(s.freeExtras, it.extra-1)
@@ -143,20 +144,21 @@ func (s *slab) unpack(i int32) {
 	s.free = append(s.free, i)
 }
 
-// message rebuilds item i as a store.Message (no allocation: the strings
-// and slices are the item's own).
-func (s *slab) message(i int32) store.Message {
+// message rebuilds item i as a store.Message that may leave the shard: its
+// payload is a copy (appended to arena, whose grown slice is returned), the
+// strings and headers are the item's own, never written.
+func (s *slab) message(i int32, arena []byte) (store.Message, []byte) {
 	it := s.item(i)
-	m := store.Message{ID: it.id, Shard: it.id.Shard(), Due: it.due, Attempt: it.attempt,
-		Dest: s.destNames[it.dest], Payload: unsafe.Slice(unsafe.StringData(it.payload), len(it.payload))}
+	m := store.Message{ID: it.id, Shard: it.id.Shard(), Due: it.due, Attempt: it.attempt, Dest: s.destNames[it.dest]}
+	if p := s.pl.get(it.payload); len(p) > 0 {
+		arena = append(arena, p...)
+		m.Payload = arena[len(arena)-len(p) : len(arena) : len(arena)]
+	}
 	if it.extra != 0 {
 		x := &s.extras[it.extra-1]
 		m.Key, m.Headers, m.Expires = x.key, x.headers, x.expires
 	}
-	if len(m.Payload) == 0 {
-		m.Payload = nil
-	}
-	return m
+	return m, arena
 }
 
 // destName returns item i's destination.

@@ -253,7 +253,8 @@ func (s *shard) handle(c cmd) bool {
 		r := reply{}
 		if i, ok := s.find(c.id); ok {
 			it := s.item(i)
-			r.found, r.m, r.state = true, s.message(i), StatePending
+			r.found, r.state = true, StatePending
+			r.m, _ = s.message(i, nil)
 			if it.state == stInFlight {
 				r.state = StateInFlight
 			}
@@ -429,7 +430,7 @@ func (s *shard) claim(c cmd) {
 		c.reply <- reply{err: ErrInFlight}
 		return
 	}
-	m := s.message(i)
+	m, _ := s.message(i, nil)
 	s.freeItem(i)
 	s.claims[id] = nil
 	c.reply <- reply{found: true, m: m}
