@@ -279,11 +279,12 @@ const defaultCheckpointBytes = 1 << 20
 // deleted by finish and are left out. It runs in finish, after the blocks
 // g emptied are dropped from w.blocks.
 func (w *writer) logClears(g *group) {
-	if len(g.cleared) == 0 {
+	if len(g.clears) == 0 {
 		return
 	}
 	perShard := map[int][]clearSet{}
-	for ref, slots := range g.cleared {
+	slots := make([]uint16, 0, len(g.clears)) // every set's slots, in one array
+	for ref, ids := range clearedBlocks(g.clears) {
 		sum := w.blocks[ref]
 		if sum == nil {
 			continue // emptied by g: deleted in this batch
@@ -292,9 +293,12 @@ func (w *writer) logClears(g *group) {
 			w.dirty[ref] = sum
 			w.dirtyBytes += summarySize(sum)
 		}
-		id := store.ID(ref << slotBits)
-		slices.Sort(slots)
-		perShard[id.Shard()] = append(perShard[id.Shard()], clearSet{seq: idSeq(id), slots: slots})
+		start := len(slots)
+		for _, id := range ids {
+			slots = append(slots, uint16(idSlot(id))) // ascending: ids are sorted
+		}
+		shard := ids[0].Shard()
+		perShard[shard] = append(perShard[shard], clearSet{seq: idSeq(ids[0]), slots: slots[start:len(slots):len(slots)]})
 	}
 	if len(perShard) == 0 {
 		return

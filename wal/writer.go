@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"iter"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -129,8 +130,7 @@ type group struct {
 	seq      uint64
 	builders map[int]*blockBuilder
 	far      map[int]int
-	touched  map[uint64]*summary // blocks with a slot cleared by this group
-	cleared  map[uint64][]uint16 // their cleared slots
+	clears   []store.ID // block slots cleared by this group; sorted by finish
 	dropped  int
 	added    int
 	pending  []int64
@@ -488,7 +488,8 @@ func (w *writer) build(g *group) {
 // deletion of emptied blocks and the sequence.
 func (w *writer) finish(g *group) {
 	b := g.batch
-	if len(g.cleared) > 0 && g.seq == 0 {
+	slices.Sort(g.clears) // by block, then slot
+	if len(g.clears) > 0 && g.seq == 0 {
 		// The resolve log is keyed by the group's sequence.
 		w.lastSeq++
 		g.seq = w.lastSeq
@@ -517,7 +518,8 @@ func (w *writer) finish(g *group) {
 		g.added++
 	}
 	var dropped []store.ID
-	for ref, sum := range g.touched {
+	for ref := range clearedBlocks(g.clears) {
+		sum := w.blocks[ref]
 		if invariants {
 			checkSummary(sum)
 		}
@@ -532,9 +534,9 @@ func (w *writer) finish(g *group) {
 	if g.seq != 0 {
 		_ = b.Set(keySeq, binary.BigEndian.AppendUint64(nil, g.seq), nil)
 	}
-	if len(g.touched) > 0 || g.added > 0 {
+	if len(g.clears) > 0 || g.added > 0 {
 		g.marks = map[int]uint64{}
-		for ref := range g.touched {
+		for ref := range clearedBlocks(g.clears) {
 			shard := store.ID(ref << slotBits).Shard()
 			g.marks[shard] = w.watermark(shard)
 		}
@@ -575,14 +577,24 @@ func (w *writer) builder(g *group, shard int) *blockBuilder {
 // clearSlot clears a located block slot in the writer's summary and
 // records it for the group's resolve log.
 func (g *group) clearSlot(loc *location) {
-	ref, slot := blockRef(loc.id), idSlot(loc.id)
-	loc.sum.clear(slot)
-	if g.touched == nil {
-		g.touched = map[uint64]*summary{}
-		g.cleared = map[uint64][]uint16{}
+	loc.sum.clear(idSlot(loc.id))
+	g.clears = append(g.clears, loc.id)
+}
+
+// clearedBlocks yields each block of sorted IDs with its run of IDs.
+func clearedBlocks(ids []store.ID) iter.Seq2[uint64, []store.ID] {
+	return func(yield func(uint64, []store.ID) bool) {
+		for len(ids) > 0 {
+			ref, n := blockRef(ids[0]), 1
+			for n < len(ids) && blockRef(ids[n]) == ref {
+				n++
+			}
+			if !yield(ref, ids[:n]) {
+				return
+			}
+			ids = ids[n:]
+		}
 	}
-	g.touched[ref] = loc.sum
-	g.cleared[ref] = append(g.cleared[ref], uint16(slot))
 }
 
 // keyLookup is the result of looking up an idempotency key before applying.
@@ -699,53 +711,54 @@ type location struct {
 	keyed bool
 }
 
-// locate finds a pending message. With load it also reads the message.
-func (w *writer) locate(g *group, id store.ID, load bool) (*location, error) {
+// locate finds a pending message (found false: it is not pending). With
+// load it also reads the message.
+func (w *writer) locate(g *group, id store.ID, load bool) (loc location, found bool, err error) {
 	if id.Shard() >= w.s.shards || idSeq(id) == 0 {
-		return nil, nil
+		return location{}, false, nil
 	}
 	if slot := idSlot(id); slot < farSlotBase {
 		if sum := w.blocks[blockRef(id)]; sum != nil && sum.isLive(slot) {
-			loc := &location{id: id, sum: sum, keyed: sum.isKeyed(slot)}
+			loc = location{id: id, sum: sum, keyed: sum.isKeyed(slot)}
 			if load || loc.keyed {
 				m, err := w.readBlockSlot(g, id)
 				if err != nil {
-					return nil, err
+					return location{}, false, err
 				}
 				loc.msg, loc.key, loc.due = &m, m.Key, m.Due
 			}
-			return loc, nil
+			return loc, true, nil
 		}
 	}
 	for _, o := range w.overlays() {
 		if m, ok := o.timed[id]; ok {
 			if m == nil {
-				return nil, nil
+				return location{}, false, nil
 			}
-			return &location{id: id, due: m.Due, key: m.Key, keyed: m.Key != "", msg: m}, nil
+			return location{id: id, due: m.Due, key: m.Key, keyed: m.Key != "", msg: m}, true, nil
 		}
 	}
 	v, closer, err := w.s.db.Get(idKey(tagIndex, id))
 	if errors.Is(err, pebble.ErrNotFound) {
-		return nil, nil
+		return location{}, false, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("wal: read index of %s: %w", id, err)
+		return location{}, false, fmt.Errorf("wal: read index of %s: %w", id, err)
 	}
 	ie, err := decodeIndex(v)
 	_ = closer.Close()
 	if err != nil {
-		return nil, fmt.Errorf("wal: index of %s: %w", id, err)
+		return location{}, false, fmt.Errorf("wal: index of %s: %w", id, err)
 	}
-	loc := &location{id: id, due: ie.due, key: ie.key, keyed: ie.key != ""}
+	loc = location{id: id, due: ie.due, key: ie.key, keyed: ie.key != ""}
 	if load {
 		m, err := w.s.getTimed(w.s.db, id, ie.due)
 		if err != nil {
-			return nil, err
+			return location{}, false, err
 		}
 		loc.msg = &m
 	}
-	return loc, nil
+	return loc, true, nil
 }
 
 func (w *writer) readBlockSlot(g *group, id store.ID) (store.Message, error) {
@@ -808,7 +821,7 @@ func (w *writer) dropKey(g *group, key string) {
 }
 
 func (w *writer) resolveReq(g *group, b *store.Batch) ([]store.Appended, error) {
-	locs := make([]*location, 0, b.Ops())
+	locs := make([]location, 0, b.Ops())
 	var missing []store.ID
 	seen := make(map[store.ID]struct{}, b.Ops())
 	check := func(id store.ID, load bool) error {
@@ -816,11 +829,11 @@ func (w *writer) resolveReq(g *group, b *store.Batch) ([]store.Appended, error) 
 			return invalidf("resolve: id %s appears more than once in the batch", id)
 		}
 		seen[id] = struct{}{}
-		loc, err := w.locate(g, id, load)
+		loc, found, err := w.locate(g, id, load)
 		if err != nil {
 			return err
 		}
-		if loc == nil {
+		if !found {
 			missing = append(missing, id)
 		}
 		locs = append(locs, loc)
@@ -851,7 +864,7 @@ func (w *writer) resolveReq(g *group, b *store.Batch) ([]store.Appended, error) 
 	// Everything is validated; apply.
 	i := 0
 	for _, d := range b.Done {
-		loc := locs[i]
+		loc := &locs[i]
 		i++
 		w.remove(g, loc)
 		w.dropKey(g, loc.key)
@@ -859,7 +872,7 @@ func (w *writer) resolveReq(g *group, b *store.Batch) ([]store.Appended, error) 
 		g.done[d.Reason]++
 	}
 	for _, u := range b.Update {
-		loc := locs[i]
+		loc := &locs[i]
 		i++
 		w.remove(g, loc)
 		m := *loc.msg
@@ -867,7 +880,7 @@ func (w *writer) resolveReq(g *group, b *store.Batch) ([]store.Appended, error) 
 		w.putTimed(g, u.ID, &m)
 	}
 	for _, d := range b.Dead {
-		loc := locs[i]
+		loc := &locs[i]
 		i++
 		w.remove(g, loc)
 		dl := &store.DeadLetter{Message: *loc.msg, Reason: d.Reason, DeadAt: g.now}
