@@ -983,8 +983,11 @@ func TestCataloguePayloadBuffersAreCopied(t *testing.T) {
 // same size.
 func TestCatalogueHandlerMayKeepItsPayload(t *testing.T) {
 	forModes(t, func(t *testing.T, mode string) {
+		var mu sync.Mutex
 		var kept [][]byte
 		h := newHarness(t, mode, Options{Shards: 1, Queues: []Queue{{Name: "keep", Handler: func(_ context.Context, d *Delivery) error {
+			mu.Lock()
+			defer mu.Unlock()
 			kept = append(kept, d.Payload)
 			return nil
 		}}}})
