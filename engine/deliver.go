@@ -105,12 +105,15 @@ type handlerRun struct {
 	done  chan int // slot j finished
 }
 
+// runSlot is one handler call. Its ctx and Delivery live in it, so a
+// batch's calls cost one allocation between them; a handler that keeps its
+// Delivery or ctx past its return keeps the batch's slots alive, no more.
 type runSlot struct {
 	state atomic.Int32
 	// Written by the worker before state becomes slotRunning:
 	start time.Time
-	ctx   *handlerCtx
-	d     *Delivery
+	ctx   handlerCtx
+	d     Delivery
 	late  time.Duration
 	// Written by the worker before state becomes slotFinished:
 	err      error
@@ -122,9 +125,9 @@ type runSlot struct {
 
 // handlerCtx is a handler's ctx. Its deadline is the call's (on the
 // engine's Clock): the dispatcher cancels it then, and it ends too when the
-// engine closes (its parent, Engine.dctx, ends). It costs one small
-// allocation: the channel and the link to the parent are made only if the
-// handler asks for Done.
+// engine closes (its parent, Engine.dctx, ends). It lives in its runSlot:
+// the channel and the link to the parent are made only if the handler asks
+// for Done.
 type handlerCtx struct {
 	parent   context.Context
 	deadline time.Time
@@ -191,15 +194,16 @@ func (r *handlerRun) work() bool {
 		sl := &r.slots[j]
 		m := &r.msgs[j]
 		deadline := start.Add(r.q.Timeout)
-		ctx := &handlerCtx{parent: e.dctx, deadline: deadline}
-		sl.start, sl.ctx = start, ctx
-		sl.d = newDelivery(e, m, start)
+		sl.start = start
+		sl.ctx = handlerCtx{parent: e.dctx, deadline: deadline}
+		ctx := &sl.ctx
+		sl.d.init(e, m, start)
 		sl.late = start.Sub(time.Unix(0, m.Due))
 		if !sl.state.CompareAndSwap(slotWaiting, slotRunning) {
 			continue // the engine is closing: not attempted
 		}
 		e.cnt.lateness.record(sl.late)
-		pan, err := callHandler(ctx, r.q.Handler, sl.d)
+		pan, err := callHandler(ctx, r.q.Handler, &sl.d)
 		sl.d.finish()
 		ctx.cancel(context.Canceled)
 		start = e.clock.Now()

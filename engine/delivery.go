@@ -37,9 +37,10 @@ type Delivery struct {
 	done bool
 }
 
-func newDelivery(e *Engine, m *store.Message, fired time.Time) *Delivery {
+// init makes d the delivery of m, fired at fired, by e.
+func (d *Delivery) init(e *Engine, m *store.Message, fired time.Time) {
 	caller, rk, _ := engineHeaders(m.Headers)
-	d := &Delivery{
+	*d = Delivery{
 		ID: m.ID, Dest: m.Dest, Key: m.Key, RoutingKey: rk, Payload: m.Payload,
 		Headers: toTransportHeaders(caller), Attempt: int(m.Attempt) + 1,
 		Due: time.Unix(0, m.Due), Fired: fired, e: e, val: e.val,
@@ -47,7 +48,6 @@ func newDelivery(e *Engine, m *store.Message, fired time.Time) *Delivery {
 	if m.Expires != 0 {
 		d.Expires = time.Unix(0, m.Expires)
 	}
-	return d
 }
 
 // NewDelivery builds a Delivery outside an engine, so a handler can be
