@@ -30,6 +30,7 @@ type config struct {
 	JSON        string        `json:"-"`
 	CPUProfile  string        `json:"-"`
 	Trace       string        `json:"-"`
+	MemProfile  string        `json:"-"`
 	Replay      string        `json:"replay,omitempty"`
 	Crash       int           `json:"crash,omitempty"`
 	Seed        uint64        `json:"seed"`
@@ -78,6 +79,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.TargetURL, "target-url", "", "a real server for -target nats (nats://host:port) or kafka (host:port); loadgen also consumes from it to check deliveries")
 	fs.StringVar(&c.JSON, "json", "", "also write the report as JSON to this file")
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
+	fs.StringVar(&c.MemProfile, "memprofile", "", "write an allocation profile of the run to this file (go tool pprof -sample_index=alloc_space)")
 	fs.StringVar(&c.Trace, "trace", "", "write an execution trace of the run to this file (go tool trace): where goroutines wait, GC and scheduler latency")
 	fs.StringVar(&c.Replay, "replay", "", "open this existing store, fire what is pending and report the recovery")
 	fs.IntVar(&c.Crash, "crash", 0, "run the engine in a child process, SIGKILL it this many times, restart it on the same store, and check every acknowledged message was delivered")

@@ -139,6 +139,7 @@ func (s *session) runProducers(ctx context.Context, until time.Time, dest string
 		g.Go(func() error {
 			rng := rand.New(rand.NewPCG(s.cfg.Seed, uint64(p)))
 			msgs := make([]engine.Message, s.cfg.Batch)
+			buf := make([]byte, s.cfg.Batch*s.cfg.Payload)
 			var perProducer time.Duration // pacing interval per message
 			if s.cfg.Rate > 0 {
 				perProducer = time.Duration(float64(time.Second) * float64(s.cfg.Producers) / s.cfg.Rate)
@@ -163,10 +164,9 @@ func (s *session) runProducers(ctx context.Context, until time.Time, dest string
 				seq0 := s.seqLo + uint64(next.Add(k)-k)
 				now := time.Now()
 				for i := range k {
-					// One allocation per message, as a caller's payloads
-					// are: the engine keeps each until it fires, and a
-					// shared batch buffer would live as long as its last.
-					pl := make([]byte, s.cfg.Payload)
+					// The producer's one buffer, rewritten every batch: the
+					// engine copies the payloads before ScheduleBatch returns.
+					pl := buf[int(i)*s.cfg.Payload : int(i+1)*s.cfg.Payload : int(i+1)*s.cfg.Payload]
 					due := now.Add(s.cfg.delay.sample(rng))
 					encodePayload(pl, seq0+uint64(i), due)
 					msgs[i] = engine.Message{Dest: dest, Due: due, Payload: pl}

@@ -105,6 +105,11 @@ func run(ctx context.Context, cfg config, out io.Writer) (*report, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.MemProfile != "" {
+		if err := writeAllocs(cfg.MemProfile); err != nil {
+			return nil, err
+		}
+	}
 	rep.Config = cfg
 	rep.print(out)
 	if cfg.JSON != "" {
@@ -117,4 +122,21 @@ func run(ctx context.Context, cfg config, out io.Writer) (*report, error) {
 		}
 	}
 	return rep, nil
+}
+
+// writeAllocs writes the allocation profile of the whole run (every
+// allocation since the process started, sampled) to path.
+func writeAllocs(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("memory profile: %w", err)
+	}
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		f.Close()
+		return fmt.Errorf("memory profile: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("memory profile: %w", err)
+	}
+	return nil
 }
