@@ -391,6 +391,9 @@ func TestSummaryAndStats(t *testing.T) {
 	require.Equal(t, "memory", stats["mode"])
 	require.EqualValues(t, 2, stats["shards"])
 	require.EqualValues(t, 4, stats["counters"].(map[string]any)["scheduled"])
+	for _, k := range []string{"evicted", "push_backs", "push_back_wait_seconds"} {
+		require.EqualValues(t, 0, stats["counters"].(map[string]any)[k], k)
+	}
 	require.NotNil(t, stats["rates"], "Refresh took a sample")
 	require.EqualValues(t, 4, stats["store"].(map[string]any)["pending"], "the memory store reports too")
 	require.Equal(t, true, stats["recovery"].(map[string]any)["ready"])

@@ -89,6 +89,11 @@ type countersJS struct {
 	NativeFired     uint64 `json:"native_fired"`
 	EarlyCaught     uint64 `json:"early_caught"`
 	Loaded          uint64 `json:"loaded"`
+	Evicted         uint64 `json:"evicted"`
+	// PushBacks counts Schedule calls paced because delivery fell behind;
+	// PushBackWait is their total wait.
+	PushBacks    uint64  `json:"push_backs"`
+	PushBackWait float64 `json:"push_back_wait_seconds"`
 }
 
 // latencyJS holds durations in seconds.
@@ -127,6 +132,7 @@ func statsJSON(st engine.Stats) statsOut {
 			Scheduled: st.Scheduled, Fired: st.Fired, Delivered: st.Delivered, Retried: st.Retried,
 			DeadLettered: st.DeadLettered, Cancelled: st.Cancelled, Expired: st.Expired,
 			NativeScheduled: st.NativeScheduled, NativeFired: st.NativeFired, EarlyCaught: st.EarlyCaught, Loaded: st.Loaded,
+			Evicted: st.Evicted, PushBacks: st.PushBacks, PushBackWait: st.PushBackWait.Seconds(),
 		},
 		Lateness: latencyJS{Count: st.Lateness.Count, P50: st.Lateness.P50.Seconds(), P90: st.Lateness.P90.Seconds(),
 			P99: st.Lateness.P99.Seconds(), Max: st.Lateness.Max.Seconds()},

@@ -208,6 +208,9 @@ var (
 	descDead            = desc("hourglass_dead_letters", "Dead letters in the store.")
 	descInFlight        = desc("hourglass_in_flight_messages", "Messages taken off a wheel whose outcome is not yet applied.")
 	descLoaded          = desc("hourglass_window_loaded_messages_total", "Messages the window loader paged in from the store.")
+	descEvicted         = desc("hourglass_window_evicted_messages_total", "Messages a full shard (MaxPending) dropped from RAM; they stay in the store and are paged in again.")
+	descPushBacks       = desc("hourglass_schedule_push_backs_total", "Schedule and ScheduleBatch calls paced because the engine fell behind (PushBackLag).")
+	descPushBackWait    = desc("hourglass_schedule_push_back_wait_seconds_total", "Time the paced Schedule and ScheduleBatch calls waited, in all.")
 	descDuplicates      = desc("hourglass_duplicates_estimate", "Upper bound of deliveries that may repeat one from before the last crash.")
 	descStoreInfo       = desc("hourglass_store_info", "1, labelled with the store's kind.", "kind")
 	descDisk            = desc("hourglass_store_disk_bytes", "The store's disk usage in bytes.")
@@ -238,7 +241,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		m.Describe(ch)
 	}
 	for _, d := range []*prometheus.Desc{descLoaderLag, descEarlyCaught, descNativeScheduled, descNativeFired,
-		descPending, descStorePending, descDead, descInFlight, descLoaded, descDuplicates, descStoreInfo, descDisk,
+		descPending, descStorePending, descDead, descInFlight, descLoaded, descEvicted, descPushBacks, descPushBackWait, descDuplicates, descStoreInfo, descDisk,
 		descCommits, descRecords, descSyncs, descSyncP50, descSyncP99, descSyncMax,
 		descRecStore, descRecPending, descRecFirstFire, descRecFullLoad} {
 		ch <- d
@@ -277,6 +280,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descDead, float64(st.Store.Dead))
 	gauge(descInFlight, float64(st.InFlight))
 	counter(descLoaded, st.Loaded)
+	counter(descEvicted, st.Evicted)
+	counter(descPushBacks, st.PushBacks)
+	ch <- prometheus.MustNewConstMetric(descPushBackWait, prometheus.CounterValue, st.PushBackWait.Seconds())
 	gauge(descDuplicates, float64(st.DuplicatesEstimate))
 	gauge(descStoreInfo, 1, st.Store.Kind)
 	gauge(descDisk, float64(st.Store.DiskBytes))

@@ -165,5 +165,25 @@ func TestDocumented(t *testing.T) {
 		require.True(t, regexp.MustCompile(`\b`+m[1]+`\b`).Match(pkgDoc), "the package doc names %s", m[1])
 		require.True(t, regexp.MustCompile("`"+m[1]+"[`{]").Match(ops), "docs/operations.md names %s", m[1])
 	}
-	require.Equal(t, 36, n)
+	require.Equal(t, 39, n)
+}
+
+// statsSource is a Source whose Stats are fixed.
+type statsSource engine.Stats
+
+func (s statsSource) Stats() engine.Stats { return engine.Stats(s) }
+
+// TestPushBackAndEvictionCounters: the push-back and eviction counters
+// carry the engine's Stats as they are at the scrape.
+func TestPushBackAndEvictionCounters(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	c, err := metrics.New(reg, metrics.Options{})
+	require.NoError(t, err)
+	c.Watch(statsSource{PushBacks: 3, PushBackWait: 1500 * time.Millisecond, Evicted: 7})
+	require.Equal(t, 3.0, sum(t, reg, "hourglass_schedule_push_backs_total"))
+	require.Equal(t, 1.5, sum(t, reg, "hourglass_schedule_push_back_wait_seconds_total"))
+	require.Equal(t, 7.0, sum(t, reg, "hourglass_window_evicted_messages_total"))
+	c.Watch(statsSource{PushBacks: 4, PushBackWait: 2 * time.Second, Evicted: 7})
+	require.Equal(t, 4.0, sum(t, reg, "hourglass_schedule_push_backs_total"))
+	require.Equal(t, 2.0, sum(t, reg, "hourglass_schedule_push_back_wait_seconds_total"))
 }

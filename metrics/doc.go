@@ -50,6 +50,9 @@
 //	hourglass_dead_letters                        dead letters in the store
 //	hourglass_in_flight_messages                  taken off a wheel, outcome not yet applied
 //	hourglass_window_loaded_messages_total        messages the window loader paged in from the store
+//	hourglass_window_evicted_messages_total       messages a full shard (MaxPending) dropped from RAM, kept in the store
+//	hourglass_schedule_push_backs_total           Schedule calls paced because the engine fell behind (PushBackLag)
+//	hourglass_schedule_push_back_wait_seconds_total  their total wait
 //	hourglass_window_loader_lag_seconds{shard}    how far the loaded window falls short of now+Window (0: it reaches it)
 //	hourglass_duplicates_estimate                 upper bound of deliveries that may repeat one from before the last crash
 //	hourglass_store_info{kind}                    1, labelled with the store's kind ("pebble", "memory", ...)
