@@ -221,10 +221,11 @@ func runCluster(ctx context.Context, cfg config, out io.Writer) (*report, error)
 			Logger:         logger,
 		}
 		eng, err := engine.Open(ctx, engine.Options{
-			Store:  k,
-			Tick:   cfg.Tick,
-			Window: cfg.Window,
-			Logger: logger,
+			Store:       k,
+			Dispatchers: cfg.Dispatchers,
+			Tick:        cfg.Tick,
+			Window:      cfg.Window,
+			Logger:      logger,
 			Queues: []engine.Queue{{Name: queueName, Parallelism: cfg.Parallelism, Handler: func(_ context.Context, d *engine.Delivery) error {
 				if n.dead.Load() {
 					return errors.New("loadgen: node killed")

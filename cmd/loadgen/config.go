@@ -20,6 +20,7 @@ type config struct {
 	Delay       string        `json:"delay"`
 	Payload     int           `json:"payload"`
 	Shards      int           `json:"shards"`
+	Dispatchers int           `json:"dispatchers,omitempty"`
 	Tick        time.Duration `json:"tick"`
 	Window      time.Duration `json:"window"`
 	Parallelism int           `json:"parallelism"`
@@ -70,6 +71,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.Delay, "delay", "uniform:100ms-5s", "due-time distribution: fixed:D, uniform:D1-D2 or exp:MEAN")
 	fs.IntVar(&c.Payload, "payload", 100, fmt.Sprintf("payload bytes per message (at least %d)", minPayload))
 	fs.IntVar(&c.Shards, "shards", 0, "engine shards (0: the engine's default, GOMAXPROCS)")
+	fs.IntVar(&c.Dispatchers, "dispatchers", 0, "engine dispatcher goroutines (0: the engine's default, max(32, 16×GOMAXPROCS))")
 	fs.DurationVar(&c.Tick, "tick", 0, "wheel tick (0: the engine's default, 1ms)")
 	fs.DurationVar(&c.Window, "window", 0, "how far ahead the durable engine holds messages in RAM (0: the engine's default)")
 	fs.IntVar(&c.Parallelism, "parallelism", 0, "handler parallelism of the local queue (0: the engine's default)")
@@ -136,6 +138,9 @@ func (c *config) validate() error {
 	}
 	if c.Shards < 0 || c.Shards > 256 {
 		bad("-shards %d: allowed 0 (default) or 1..256", c.Shards)
+	}
+	if c.Dispatchers < 0 || c.Dispatchers > 4096 {
+		bad("-dispatchers %d: allowed 0 (default) or 1..4096", c.Dispatchers)
 	}
 	if c.Tick < 0 || c.Window < 0 || c.Parallelism < 0 {
 		bad("-tick, -window and -parallelism must not be negative")

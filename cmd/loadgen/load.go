@@ -57,13 +57,14 @@ func (s *session) open(ctx context.Context, dir string) error {
 		return err
 	}
 	eng, err := engine.Open(ctx, engine.Options{
-		Dir:        dir,
-		Shards:     s.cfg.Shards,
-		Tick:       s.cfg.Tick,
-		Window:     s.cfg.Window,
-		Logger:     slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		Queues:     []engine.Queue{{Name: queueName, Handler: s.handle, Parallelism: s.cfg.Parallelism}},
-		Transports: tgt.reg,
+		Dir:         dir,
+		Shards:      s.cfg.Shards,
+		Dispatchers: s.cfg.Dispatchers,
+		Tick:        s.cfg.Tick,
+		Window:      s.cfg.Window,
+		Logger:      slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Queues:      []engine.Queue{{Name: queueName, Handler: s.handle, Parallelism: s.cfg.Parallelism}},
+		Transports:  tgt.reg,
 	})
 	if err != nil {
 		tgt.close()

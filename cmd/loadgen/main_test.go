@@ -170,6 +170,7 @@ func TestFlagsSayWhatIsWrong(t *testing.T) {
 		{[]string{"-target", "http", "-target-url", "http://x"}, "-target-url goes with -target nats or kafka"},
 		{[]string{"-crash", "2", "-target", "nats"}, "-crash checks deliveries logged by the child's local queue"},
 		{[]string{"-shards", "300"}, "-shards 300: allowed 0 (default) or 1..256"},
+		{[]string{"-dispatchers", "5000"}, "-dispatchers 5000: allowed 0 (default) or 1..4096"},
 		{[]string{"stray"}, `unexpected argument "stray"`},
 		{[]string{"-target", "https://hooks.example.com/x"}, "a real server can be named for nats:// or kafka://"},
 	} {
