@@ -96,3 +96,75 @@ func TestPayloadStoreMatchesAModel(t *testing.T) {
 	}
 	require.Empty(t, ps.big)
 }
+
+// bytes returns the chunk memory the store holds and the payload bytes in
+// it (tests: what a drained burst leaves behind).
+func (ps *payloadStore) bytes() (held, live int) {
+	for c := range ps.classes {
+		pc := &ps.classes[c]
+		for _, ch := range pc.chunks {
+			if ch != nil {
+				held += len(ch.buf)
+				live += int(ch.live) * classSize(c)
+			}
+		}
+	}
+	return held, live
+}
+
+// TestPayloadBurstGivesItsMemoryBack: after a burst of 100k payloads drains
+// down to a few random survivors, the chunks still held are at most one
+// per survivor; once the last goes, nothing is held.
+func TestPayloadBurstGivesItsMemoryBack(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	var ps payloadStore
+	refs := make([]payloadRef, 100_000)
+	p := make([]byte, 100)
+	for i := range refs {
+		refs[i] = ps.put(p)
+	}
+	held, live := ps.bytes()
+	require.Equal(t, 100_000*104, live)
+	require.Less(t, held, live+payloadChunk)
+	rng.Shuffle(len(refs), func(i, j int) { refs[i], refs[j] = refs[j], refs[i] })
+	const survivors = 50
+	for _, r := range refs[survivors:] {
+		ps.free(r)
+	}
+	held, live = ps.bytes()
+	require.Equal(t, survivors*104, live)
+	require.LessOrEqual(t, held, survivors*payloadChunk, "a drained burst keeps more than one chunk per survivor")
+	// New payloads fill the survivors' chunks before new ones are made.
+	more := make([]payloadRef, 100)
+	for i := range more {
+		more[i] = ps.put(p)
+	}
+	held2, _ := ps.bytes()
+	require.Equal(t, held, held2, "new payloads took new chunks while held ones had room")
+	for _, r := range append(refs[:survivors], more...) {
+		ps.free(r)
+	}
+	held, live = ps.bytes()
+	require.Zero(t, held)
+	require.Zero(t, live)
+}
+
+// TestPayloadClassPastItsIndexSpace: a class whose chunk indices would
+// overflow a reference's 31-bit index gives the payload its own allocation,
+// which reads back and frees like any other.
+func TestPayloadClassPastItsIndexSpace(t *testing.T) {
+	var ps payloadStore
+	c := classOf(8)
+	// Every index a reference can name is taken (by chunks given back).
+	ps.classes[c].chunks = make([]*payloadChunkOf, (maxRefIndex+1)/int(slotsPer(c)))
+	ps.classes[c].live = 1 // a class with nothing live starts afresh
+	r := ps.put([]byte("overflow"))
+	require.Equal(t, bigClass, r.class())
+	require.Equal(t, []byte("overflow"), ps.get(r))
+	r2 := ps.put([]byte("again..."))
+	require.Equal(t, bigClass, r2.class())
+	require.Len(t, ps.classes[c].chunks, (maxRefIndex+1)/int(slotsPer(c))+1, "each overflow must not grow the class")
+	ps.free(r)
+	ps.free(r2)
+	require.Nil(t, ps.big)
+}
