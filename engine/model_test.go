@@ -424,10 +424,17 @@ func runModel(mode string, data []byte, seed uint64, maxSteps int) (err error) {
 	return nil
 }
 
+// newName names a new message; the name is its payload. Names are padded
+// to sizes that cross the engine's payload size classes (and its own
+// allocations past 4 KiB), so the run churns every kind of payload slot.
 func (r *modelRun) newName() string {
 	r.m.seq++
-	return fmt.Sprint("m", r.m.seq)
+	name := fmt.Sprint("m", r.m.seq)
+	pad := namePads[r.m.seq%len(namePads)]
+	return name + strings.Repeat(".", max(0, pad-len(name)))
 }
+
+var namePads = []int{0, 0, 0, 100, 129, 1000, 4097}
 
 // message decodes one message to schedule.
 func (r *modelRun) message(rd *modelReader) (Message, int64, int64) {
