@@ -66,27 +66,26 @@ func run(ctx context.Context, cfg config, out io.Writer) (*report, error) {
 		rep *report
 		err error
 	)
-	if cfg.CPUProfile != "" {
-		f, err := os.Create(cfg.CPUProfile)
+	for _, c := range []struct {
+		path, what string
+		start      func(io.Writer) error
+		stop       func()
+	}{
+		{cfg.CPUProfile, "cpu profile", pprof.StartCPUProfile, pprof.StopCPUProfile},
+		{cfg.Trace, "trace", trace.Start, trace.Stop},
+	} {
+		if c.path == "" {
+			continue
+		}
+		f, err := os.Create(c.path)
 		if err != nil {
-			return nil, fmt.Errorf("cpu profile: %w", err)
+			return nil, fmt.Errorf("%s: %w", c.what, err)
 		}
 		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return nil, fmt.Errorf("cpu profile: %w", err)
+		if err := c.start(f); err != nil {
+			return nil, fmt.Errorf("%s: %w", c.what, err)
 		}
-		defer pprof.StopCPUProfile()
-	}
-	if cfg.Trace != "" {
-		f, err := os.Create(cfg.Trace)
-		if err != nil {
-			return nil, fmt.Errorf("trace: %w", err)
-		}
-		defer f.Close()
-		if err := trace.Start(f); err != nil {
-			return nil, fmt.Errorf("trace: %w", err)
-		}
-		defer trace.Stop()
+		defer c.stop()
 	}
 	switch {
 	case cfg.child:

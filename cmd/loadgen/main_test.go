@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -53,6 +54,25 @@ func checkClean(t *testing.T, rep *report) {
 	require.Zero(t, rep.Lost, "lost")
 	require.Zero(t, rep.Early, "early")
 	require.Equal(t, rep.Acknowledged, rep.Delivered)
+}
+
+// TestProfilesAreWritten: -cpuprofile and -memprofile leave gzipped pprof
+// profiles, and -trace a runtime execution trace.
+func TestProfilesAreWritten(t *testing.T) {
+	dir := t.TempDir()
+	cpu, mem, tr := filepath.Join(dir, "cpu.prof"), filepath.Join(dir, "mem.prof"), filepath.Join(dir, "t.out")
+	rep, _ := short(t, "-mem", "-n", "2000", "-cpuprofile", cpu, "-memprofile", mem, "-trace", tr)
+	checkClean(t, rep)
+	for _, p := range []string{cpu, mem} {
+		b, err := os.ReadFile(p)
+		require.NoError(t, err)
+		require.Greater(t, len(b), 2, p)
+		require.Equal(t, []byte{0x1f, 0x8b}, b[:2], "%s is not a gzipped pprof profile", p)
+	}
+	b, err := os.ReadFile(tr)
+	require.NoError(t, err)
+	require.True(t, bytes.HasPrefix(b, []byte("go 1.")), "the trace starts with its Go version header")
+	require.Greater(t, len(b), 1000)
 }
 
 func TestMemoryRun(t *testing.T) {
