@@ -5,35 +5,29 @@ import "math/bits"
 // A shard keeps the payloads of its window in its own pointer-free chunks,
 // not as slices of the buffers the store fed or scanned. An item then holds
 // no pointer at all, so the garbage collector marks a shard's whole window
-// as one object per chunk, instead of following one pointer per pending
-// message to a random buffer. At 380k pending, that pointer chase made each
-// GC mark phase 30-75 ms long, and every mark phase a lateness spike
-// (docs/benchmarks.md, "Where the lateness comes from").
+// as a few hundred chunk objects, instead of following one pointer per
+// pending message to a random buffer. At 380k pending, that pointer chase
+// made each GC mark phase 30-75 ms long, and every mark phase a lateness
+// spike (docs/benchmarks.md, "Where the lateness comes from").
 //
 // Each payload takes one slot of the smallest size class that fits it
 // (8-byte steps up to 128 bytes, then four classes per doubling, so rounding
-// wastes under 20 % and a 100-byte payload takes 104). A class's slots are
-// in chunks of 4 KiB (at least 8 slots); a freed slot goes back to its
-// chunk, a chunk whose last slot is freed goes back to the garbage
-// collector, and new payloads fill chunks that have room before a new chunk
-// is made. So after a burst drains, what stays is at most one chunk per
-// surviving message (about the 3 KiB a ScheduleBatch arena kept alive
-// before), not the burst's memory. Payloads larger than the biggest class
-// keep their own allocation.
+// wastes under 20 % and a 100-byte payload takes 104); a freed
+// slot goes on its class's free list. A class that empties gives its chunks
+// back to the garbage collector, so a burst's memory does not stay. Payloads
+// larger than the biggest class keep their own allocation.
 //
 // Slices into the chunks never leave the shard's goroutine: what leaves it
 // (batches, Get, claims) gets a copy, because a freed slot is reused.
 
 const (
-	payloadChunk   = 4 << 10 // bytes per chunk, unless 8 slots need more
-	chunkMinSlots  = 8
-	payloadClasses = 36 // 8, 16, ... 128, then four classes per doubling up to 4 KiB
+	payloadChunk   = 64 << 10 // bytes per chunk
+	payloadClasses = 36       // 8, 16, ... 128, then four classes per doubling up to 4 KiB
 	maxClassSize   = 4096
-	bigClass       = payloadClasses // payloads over maxClassSize, and the rare overflow of a class's index
+	bigClass       = payloadClasses // payloads over maxClassSize
 
 	refLenBits   = 27 // store.MaxPayloadLimit (64 MiB) fits
 	refIndexBits = 31 // maxPendingLimit (2^30) fits; the class takes the top 6 bits
-	maxRefIndex  = 1<<refIndexBits - 1
 )
 
 // payloadRef locates a payload: its class, its slot (or big index) and
@@ -69,30 +63,11 @@ func classSize(c int) int {
 	return (5 + r) << (g + 5)
 }
 
-// slotsPer is how many slots of class c one chunk holds.
-func slotsPer(c int) uint32 {
-	return uint32(max(payloadChunk/classSize(c), chunkMinSlots))
-}
-
-// payloadChunkOf is one chunk of a class: its bytes and which slots are
-// free.
-type payloadChunkOf struct {
-	buf       []byte
-	free      []uint16 // freed slots, reused last in first out
-	used      uint16   // slots handed out at least once, from 0 up
-	live      uint16
-	inPartial bool // listed in the class's partial stack
-}
-
-func (ch *payloadChunkOf) hasRoom(per uint32) bool {
-	return len(ch.free) > 0 || uint32(ch.used) < per
-}
-
 type payloadClass struct {
-	chunks   []*payloadChunkOf // nil: given back, its index free for a new chunk
-	partial  []uint32          // chunks that may have room (checked when taken)
-	released []uint32          // indices of nil chunks
-	live     int
+	chunks [][]byte
+	free   []uint32 // freed slots, reused last in first out
+	used   uint32   // slots ever handed out since the class last emptied
+	live   int
 }
 
 type payloadStore struct {
@@ -110,85 +85,42 @@ func (ps *payloadStore) put(p []byte) payloadRef {
 	}
 	c := classOf(n)
 	if c == bigClass {
-		return ps.putBig(p)
+		b := append([]byte(nil), p...)
+		var i uint32
+		if k := len(ps.freeBig); k > 0 {
+			i = ps.freeBig[k-1]
+			ps.freeBig = ps.freeBig[:k-1]
+			ps.big[i] = b
+		} else {
+			i = uint32(len(ps.big))
+			ps.big = append(ps.big, b)
+		}
+		ps.liveBig++
+		return makeRef(c, i, n)
 	}
 	pc := &ps.classes[c]
-	per := slotsPer(c)
-	k, ch := pc.withRoom(per)
-	if ch == nil {
-		if k = pc.newChunkIndex(); uint64(k+1)*uint64(per) > maxRefIndex+1 {
-			// A class fragmented past its index space (billions of slots'
-			// worth of chunks): this payload gets its own allocation.
-			pc.released = append(pc.released, k)
-			return ps.putBig(p)
-		}
-		ch = &payloadChunkOf{buf: make([]byte, int(per)*classSize(c))}
-		pc.chunks[k] = ch
-		ch.inPartial = true
-		pc.partial = append(pc.partial, k)
-	}
-	var slot uint16
-	if f := len(ch.free); f > 0 {
-		slot = ch.free[f-1]
-		ch.free = ch.free[:f-1]
+	size := classSize(c)
+	var i uint32
+	if k := len(pc.free); k > 0 {
+		i = pc.free[k-1]
+		pc.free = pc.free[:k-1]
 	} else {
-		slot = ch.used
-		ch.used++
+		i = pc.used
+		pc.used++
+		if per := uint32(payloadChunk / size); int(i/per) == len(pc.chunks) {
+			pc.chunks = append(pc.chunks, make([]byte, payloadChunk))
+		}
 	}
-	ch.live++
 	pc.live++
-	i := k*per + uint32(slot)
-	copy(ps.slot(c, i), p)
+	copy(ps.slot(c, size, i), p)
 	return makeRef(c, i, n)
 }
 
-// withRoom returns a chunk of pc with a free slot, or nil, dropping stale
-// entries (given-back or full chunks) from the partial stack as it goes.
-func (pc *payloadClass) withRoom(per uint32) (uint32, *payloadChunkOf) {
-	for len(pc.partial) > 0 {
-		k := pc.partial[len(pc.partial)-1]
-		if ch := pc.chunks[k]; ch != nil && ch.hasRoom(per) {
-			return k, ch
-		} else if ch != nil {
-			ch.inPartial = false
-		}
-		pc.partial = pc.partial[:len(pc.partial)-1]
-	}
-	return 0, nil
-}
-
-// newChunkIndex returns the index for a new chunk: a given-back one, or the
-// next.
-func (pc *payloadClass) newChunkIndex() uint32 {
-	if r := len(pc.released); r > 0 {
-		k := pc.released[r-1]
-		pc.released = pc.released[:r-1]
-		return k
-	}
-	pc.chunks = append(pc.chunks, nil)
-	return uint32(len(pc.chunks) - 1)
-}
-
-func (ps *payloadStore) putBig(p []byte) payloadRef {
-	b := append([]byte(nil), p...)
-	var i uint32
-	if k := len(ps.freeBig); k > 0 {
-		i = ps.freeBig[k-1]
-		ps.freeBig = ps.freeBig[:k-1]
-		ps.big[i] = b
-	} else {
-		i = uint32(len(ps.big))
-		ps.big = append(ps.big, b)
-	}
-	ps.liveBig++
-	return makeRef(bigClass, i, len(p))
-}
-
-// slot returns slot i of class c.
-func (ps *payloadStore) slot(c int, i uint32) []byte {
-	per, size := slotsPer(c), classSize(c)
+// slot returns slot i of class c (whose size is size).
+func (ps *payloadStore) slot(c, size int, i uint32) []byte {
+	per := uint32(payloadChunk / size)
 	off := int(i%per) * size
-	return ps.classes[c].chunks[i/per].buf[off : off+size : off+size]
+	return ps.classes[c].chunks[i/per][off : off+size : off+size]
 }
 
 // get returns the bytes r refers to, valid until r is freed: callers that
@@ -201,10 +133,10 @@ func (ps *payloadStore) get(r payloadRef) []byte {
 	if c == bigClass {
 		return ps.big[r.index()]
 	}
-	return ps.slot(c, r.index())[:r.len()]
+	return ps.slot(c, classSize(c), r.index())[:r.len()]
 }
 
-// free releases r's slot, and its chunk once the chunk holds nothing.
+// free releases r's slot.
 func (ps *payloadStore) free(r payloadRef) {
 	if r == 0 {
 		return
@@ -225,17 +157,5 @@ func (ps *payloadStore) free(r payloadRef) {
 		*pc = payloadClass{}
 		return
 	}
-	per := slotsPer(c)
-	k := r.index() / per
-	ch := pc.chunks[k]
-	if ch.live--; ch.live == 0 {
-		pc.chunks[k] = nil
-		pc.released = append(pc.released, k)
-		return
-	}
-	ch.free = append(ch.free, uint16(r.index()%per))
-	if !ch.inPartial {
-		ch.inPartial = true
-		pc.partial = append(pc.partial, k)
-	}
+	pc.free = append(pc.free, r.index())
 }
