@@ -12,10 +12,12 @@ import "math/bits"
 //
 // Each payload takes one slot of the smallest size class that fits it
 // (8-byte steps up to 128 bytes, then four classes per doubling, so rounding
-// wastes under 20 % and a 100-byte payload takes 104); a freed
-// slot goes on its class's free list. A class that empties gives its chunks
-// back to the garbage collector, so a burst's memory does not stay. Payloads
-// larger than the biggest class keep their own allocation.
+// wastes under 20 % and a 100-byte payload takes 104); a freed slot goes on
+// its class's free list. A class that empties gives its chunks back to the
+// garbage collector; one that still holds a payload keeps the chunks of its
+// busiest moment (two ways of giving them back sooner cost 3-9 % CPU per
+// message: docs/benchmarks.md). Payloads larger than the biggest class keep
+// their own allocation.
 //
 // Slices into the chunks never leave the shard's goroutine: what leaves it
 // (batches, Get, claims) gets a copy, because a freed slot is reused.
