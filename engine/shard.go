@@ -2,6 +2,7 @@ package engine
 
 import (
 	"math"
+	"math/bits"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -84,8 +85,24 @@ type shard struct {
 	win window
 }
 
+// upperSlotBits sizes the wheel's superblock (1<<bits blocks of 64 ticks)
+// so that its ring holds everything the window loads (Window + Window/8
+// ahead) whatever the time: each message then cascades once, with one
+// block's worth of due time (64 ms at 1 ms ticks) per cascade. Before the
+// ring, the wheel was hierarchical with 64 slots per level, and every
+// message due in one 4.1 s level-2 slot cascaded in one step when its time
+// came: at 200k/s a 10-25 ms stall of each shard every 4.1 s, and at every
+// 262 s boundary a cascade of everything pending. At least 2^10 (the
+// wheel's default), at most 2^14 (17 min at 1 ms ticks: longer windows put
+// their far end on the far levels), which keeps a shard's slot arrays
+// under 4 MB.
+func upperSlotBits(window, tick time.Duration) int {
+	blocks := uint64((window+window/8)/tick+64+63) / 64
+	return min(max(bits.Len64(blocks-1), 10), 14)
+}
+
 func newShard(e *Engine, n int) *shard {
-	w, err := wheel.New(wheel.Options{Tick: e.opts.Tick, Start: 0})
+	w, err := wheel.New(wheel.Options{Tick: e.opts.Tick, Start: 0, UpperSlotBits: upperSlotBits(e.opts.Window, e.opts.Tick)})
 	if err != nil {
 		panic("engine: wheel options were validated: " + err.Error())
 	}

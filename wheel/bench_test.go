@@ -290,3 +290,47 @@ func BenchmarkRandomTouchFloor(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkSteadyStep is the engine's use of a shard's wheel at a steady
+// rate: each 1 ms tick inserts rate/1000 entries due 100 ms to 5 s later
+// (the load generator's delays) and advances one tick. A b.N op is one such
+// tick, measured once 6 s of them have filled the wheel. What matters here
+// is not the mean but the longest step: the shard stalls for it, and every
+// message due meanwhile fires that much late. It reports the step time's
+// p99.9 and maximum in µs.
+func BenchmarkSteadyStep(b *testing.B) {
+	for _, rate := range []int{100_000, 200_000} {
+		b.Run(fmt.Sprintf("rate=%dk", rate/1000), func(b *testing.B) {
+			w, err := wheel.New(wheel.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			rng := rand.New(rand.NewPCG(1, 2))
+			perTick := rate / 1000
+			var dst []uint64
+			tick := int64(0)
+			step := func() {
+				now := tick * int64(time.Millisecond)
+				for range perTick {
+					w.Insert(now+int64(100*time.Millisecond)+rng.Int64N(int64(4900*time.Millisecond)), 1)
+				}
+				dst = w.Advance(now, dst[:0])
+				tick++
+			}
+			for range 6000 {
+				step()
+			}
+			steps := make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			for range b.N {
+				t0 := time.Now()
+				step()
+				steps = append(steps, time.Since(t0))
+			}
+			b.StopTimer()
+			slices.Sort(steps)
+			b.ReportMetric(float64(steps[len(steps)*999/1000].Microseconds()), "p99.9-µs")
+			b.ReportMetric(float64(steps[len(steps)-1].Microseconds()), "max-µs")
+		})
+	}
+}

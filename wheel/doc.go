@@ -8,52 +8,77 @@
 //
 // # Levels
 //
-// Time is counted in ticks (Options.Tick, 1 ms by default). A tick number is
-// read as digits in base S, where S = 1<<SlotBits slots per level (64 by
-// default). Level 0 has one slot per tick, level 1 one slot per S ticks,
-// level 2 one per S² ticks, and so on; with 64 slots, 11 levels cover every
-// tick an int64 of nanoseconds can name, so nothing is ever "beyond the
-// horizon".
+// Time is counted in ticks (Options.Tick, 1 ms by default). The wheel keeps a
+// cursor, cur, the tick it has processed up to, and three tiers:
 //
-// The wheel keeps a cursor, cur, the tick it has processed up to. An entry due
-// at tick d is placed by comparing d with cur: its level is the highest digit
-// in which they differ, and its slot is d's digit at that level. So every
-// entry at level L shares cur's digits above L and has a larger digit at L.
+//   - Level 0 has one slot per tick of cur's block, B = 1<<SlotBits ticks
+//     (64 by default). A block is the unit the tiers above hand down.
+//   - The ring has one slot per block, 2S of them, where S = 1<<UpperSlotBits
+//     (1024 by default) blocks make a superblock. It holds entries due in a
+//     later block of cur's superblock or of the next one, so it always
+//     reaches at least S blocks ahead (65.5 s with the defaults), in slot
+//     block mod 2S.
+//   - The far levels hold everything later, hierarchically: far level k has
+//     S slots of S^k superblocks. They are placed against fcur, cur one
+//     superblock on: an entry's level is the highest digit in which its due
+//     tick differs from fcur's, its slot its digit there.
 //
-// A worked example with S = 4 (digits in base 4) and cur = 0:
+// When the cursor enters a block, the block's ring slot is cascaded: its
+// entries move to level 0 by their tick. A far slot is cascaded when fcur
+// enters it, one superblock before the cursor does, so that the whole next
+// superblock is in the ring before the cursor reaches it and before any new
+// entry for it can go straight there. With 64 + 1024 slots, six tiers cover
+// every tick an int64 of nanoseconds can name, so nothing is ever "beyond
+// the horizon".
 //
-//	insert due  2 = (0 0 2)₄  differs from cur in digit 0 -> level 0, slot 2
-//	insert due  6 = (0 1 2)₄  differs in digit 1           -> level 1, slot 1
-//	insert due 37 = (2 1 1)₄  differs in digit 2           -> level 2, slot 2
+// Why a ring and not more hierarchical levels: in a hierarchical wheel the
+// slot that cur enters at a level-2 boundary holds every entry due within
+// that level-2 slot's span, which for entries due seconds ahead is almost
+// all that is pending; cascading it stalls the wheel's owner for as long as
+// it takes to touch each one (10-25 ms at 100k pending per wheel, measured
+// with 64 slots per level every 4.1 s). Through the ring an entry due within
+// S blocks cascades exactly once, one block's worth at a time, however many
+// are pending. Only entries due beyond the ring's reach still move in bulk,
+// a superblock's worth per far cascade.
 //
-// Advance(40) processes, in order, every occupied slot whose start is at or
-// before 40, always taking the lowest non-empty level first (a level's slots
-// all lie inside the current slot of the level above, so they come earlier):
+// A worked example with B = 4 ticks per block and S = 4 blocks per
+// superblock (superblocks of 16 ticks, a ring of 8 slots, far slots of 2 bits
+// of the superblock number), at cur = 0 (so fcur = 16):
 //
-//	cur = 2  level 0 slot 2 -> returns due 2
-//	cur = 4  level 1 slot 1 starts at (0 1 0)₄ = 4: cascade due 6
-//	         re-placed against cur = 4: differs in digit 0 -> level 0, slot 2
-//	cur = 6  level 0 slot 2 -> returns due 6
-//	cur = 32 level 2 slot 2 starts at (2 0 0)₄ = 32: cascade due 37
-//	         re-placed against cur = 32: differs in digit 1 -> level 1, slot 1
-//	cur = 36 level 1 slot 1 starts at (2 1 0)₄ = 36: cascade due 37
-//	         -> level 0, slot 1
-//	cur = 37 level 0 slot 1 -> returns due 37
-//	then cur = 40: nothing else is due.
+//	insert due  2: block 0, cur's                -> level 0, slot 2
+//	insert due  6: block 1, in cur's superblock  -> ring, slot 1
+//	insert due 29: block 7, in the next one      -> ring, slot 7
+//	insert due 70: superblock 4; 70 = 1000110₂ and fcur = 0010000₂ differ
+//	               first in bit 6, the digit of far level 3 (4 superblocks
+//	               per slot)                     -> far level 3, slot 1
 //
-// Cascading is exact: an entry is re-placed by its own due tick whenever the
-// cursor enters its slot, and is returned only from a level-0 slot, which
-// holds a single tick. Kafka's TimingWheel, by contrast, expires a bucket when
-// the bucket's start time arrives, so a task can fire before its due time;
-// here nothing comes out before its due tick, and due times are rounded up to
-// a tick, so nothing comes out before its due time either.
+// Advance(80) then processes, in order:
 //
-// The cursor never ticks through empty slots: one occupancy bitmap per level
-// finds the next occupied slot with a couple of bit operations, so Advance
-// over an hour of idle time costs as little as over one tick, and NextDue
-// tells the engine exactly how long it may sleep. Each slot also remembers its
+//	cur =  2 level 0 slot 2 -> returns due 2
+//	cur =  4 ring slot 1 (block 1): cascade due 6 -> level 0, slot 2
+//	cur =  6 level 0 slot 2 -> returns due 6
+//	cur = 28 ring slot 7 (block 7): cascade due 29 -> level 0, slot 1
+//	cur = 29 level 0 slot 1 -> returns due 29
+//	cur = 48 far level 3 slot 1 (ticks 64-127) comes due as fcur = 64
+//	         enters it: due 70 is in superblock 4, the one after cur's
+//	         -> ring, slot 17 mod 8 = 1
+//	cur = 68 ring slot 1 (block 17): cascade due 70 -> level 0, slot 2
+//	cur = 70 level 0 slot 2 -> returns due 70
+//	then cur = 80: nothing else is due.
+//
+// Cascading is exact: an entry is re-placed by its own due tick whenever it
+// moves, and is returned only from a level-0 slot, which holds a single tick.
+// Kafka's TimingWheel, by contrast, expires a bucket when the bucket's start
+// time arrives, so a task can fire before its due time; here nothing comes
+// out before its due tick, and due times are rounded up to a tick, so nothing
+// comes out before its due time either.
+//
+// The cursor never ticks through empty slots: an occupancy bitmap per tier
+// finds the next occupied slot with a few bit operations, so Advance over an
+// hour of idle time costs as little as over one tick, and NextDue tells the
+// engine exactly how long it may sleep. Each slot also remembers its
 // earliest due tick, so NextDue is exact even when the earliest entry sits in
-// a coarse higher-level slot.
+// a coarse far slot.
 //
 // # Ordering
 //

@@ -81,8 +81,9 @@ func (r *opReader) uint64(n int) uint64 {
 }
 
 var (
-	ticks    = []time.Duration{1, 3, time.Millisecond}
-	slotBits = []int{2, 3, 6, 8}
+	ticks     = []time.Duration{1, 3, time.Millisecond}
+	slotBits  = []int{2, 3, 6, 8}
+	upperBits = []int{2, 3, 6, 10}
 )
 
 // runOps decodes a byte string into a geometry and a sequence of inserts,
@@ -93,13 +94,21 @@ func runOps(data []byte) error {
 	g := r.byte()
 	tick := ticks[int(g)%len(ticks)]
 	bitsN := slotBits[int(g/3)%len(slotBits)]
+	upperN := upperBits[int(g/12)%len(upperBits)]
 	start := int64(r.uint64(2)) * int64(tick)
-	w, err := wheel.New(wheel.Options{Tick: tick, SlotBits: bitsN, Start: start})
+	w, err := wheel.New(wheel.Options{Tick: tick, SlotBits: bitsN, UpperSlotBits: upperN, Start: start})
 	if err != nil {
 		return err
 	}
 	m := &model{tick: int64(tick), now: start / int64(tick), pending: map[wheel.Handle]modelEntry{}}
 	slots := int64(1) << bitsN
+	// span(l) is the ticks one slot of level l covers.
+	span := func(l int64) int64 {
+		if l == 0 {
+			return 1
+		}
+		return slots << ((l - 1) * int64(upperN))
+	}
 	var handles []wheel.Handle
 	var got []uint64
 	for step := 0; len(r.b) > 0; step++ {
@@ -117,18 +126,14 @@ func runOps(data []byte) error {
 			case 2: // within one level-0 rotation
 				due = nowNs + int64(r.uint64(2))%(slots*m.tick)
 			case 3: // a few levels up
-				due = nowNs + int64(r.uint64(3))%(slots*slots*slots*m.tick)
+				due = nowNs + int64(r.uint64(3))%(span(3)*m.tick)
 			case 4: // far future
 				due = nowNs + int64(r.uint64(6)>>4)
 			case 5: // the maximum time
 				due = math.MaxInt64 - int64(r.byte())
 			case 6: // exactly on a slot boundary of some level
-				lvl := int64(r.byte()) % 4
-				span := int64(1)
-				for range lvl {
-					span *= slots
-				}
-				due = (nowNs/m.tick/span + 1 + int64(r.byte())%3) * span * m.tick
+				sp := span(int64(r.byte()) % 4)
+				due = (nowNs/m.tick/sp + 1 + int64(r.byte())%3) * sp * m.tick
 			default: // same due as an existing entry: a tie
 				due = nowNs + 1
 				if len(handles) > 0 {

@@ -55,7 +55,7 @@ func (w *Wheel) verify() error {
 	}
 	total += live
 	for idx := range w.buckets {
-		l, s := idx>>w.slotBits, idx&int(w.mask)
+		l, s := w.levelOf(idx)
 		from := 0
 		if l == 0 && s == w.digit(0, w.cur) {
 			from = w.curHead
@@ -72,11 +72,18 @@ func (w *Wheel) verify() error {
 			if w.digit(l, e.due) != s {
 				return fmt.Errorf("due tick's level-%d digit is not the slot's", l)
 			}
-			if s <= w.digit(l, w.cur) {
-				return errors.New("slot is not after cur's digit")
+			if got := w.levelFor(e.due); got != l {
+				return fmt.Errorf("entry belongs on level %d", got)
 			}
-			if top := (uint(l) + 1) * w.slotBits; top < 64 && e.due>>top != w.cur>>top {
-				return errors.New("higher digits differ from cur's")
+			if l == 1 {
+				return nil // the ring: levelFor said its block is ahead of cur's and near enough
+			}
+			c := w.levelCur(l)
+			if s <= w.digit(l, c) {
+				return errors.New("slot is not after its cursor's digit")
+			}
+			if top := w.lvl[l].shift + w.lvl[l].bits; top < 64 && e.due>>top != c>>top {
+				return errors.New("higher digits differ from its cursor's")
 			}
 			return nil
 		})
@@ -86,7 +93,7 @@ func (w *Wheel) verify() error {
 		if int32(live) != w.live[idx] {
 			return fmt.Errorf("wheel: slot %d/%d has %d live entries, count says %d", l, s, live, w.live[idx])
 		}
-		occupied := w.occ[l*w.words+s/64]&(1<<(uint(s)%64)) != 0
+		occupied := w.occ[w.lvl[l].occBase+s/64]&(1<<(uint(s)%64)) != 0
 		if occupied != (live > 0) {
 			return fmt.Errorf("wheel: slot %d/%d occupancy bit %v with %d live entries", l, s, occupied, live)
 		}

@@ -17,16 +17,25 @@ import (
 type Handle uint64
 
 // Options configures a Wheel. The zero value is valid: 1 ms ticks, 64 slots
-// per level, time starting at 0.
+// on the lowest level and 1024 on each level above, time starting at 0.
 type Options struct {
 	// Tick is the resolution: due times are rounded up to a whole tick and
 	// Advance rounds its time down to one. Default 1 ms.
 	Tick time.Duration
-	// SlotBits sets the slots per level to 1<<SlotBits, from 2 to 12.
-	// Default 6 (64 slots): one occupancy word per level, and 11 levels to
-	// cover every representable tick. More bits mean fewer levels (fewer
-	// cascades per entry) at the price of larger bitmaps to search.
+	// SlotBits sets the slots of level 0 to 1<<SlotBits, from 2 to 12.
+	// Default 6 (64 slots). Level 0's span (slots × Tick) is how much due
+	// time one cascade from level 1 covers: the smaller it is, the smaller
+	// and more frequent the cascades, for the same total work.
 	SlotBits int
+	// UpperSlotBits sets the slots of the levels above 0, from 2 to 16.
+	// Default 10. A level-0 span of ticks is a block, and 1<<UpperSlotBits
+	// blocks a superblock; level 1 is a ring of two superblocks' worth of
+	// blocks, so it always holds at least one superblock ahead of now (65.5
+	// s with the defaults and 1 ms ticks). Entries due within that horizon
+	// cascade once, one block at a time, however many are pending; entries
+	// due beyond it wait on the levels above, which are hierarchical over
+	// superblocks, each 1<<UpperSlotBits slots.
+	UpperSlotBits int
 	// Start is the wheel's initial time in nanoseconds on the caller's
 	// timeline (the engine uses its monotonic clock). Must not be negative.
 	Start int64
@@ -35,10 +44,12 @@ type Options struct {
 }
 
 const (
-	defaultTick     = time.Millisecond
-	defaultSlotBits = 6
-	minSlotBits     = 2
-	maxSlotBits     = 12
+	defaultTick          = time.Millisecond
+	defaultSlotBits      = 6
+	defaultUpperSlotBits = 10
+	minSlotBits          = 2
+	maxSlotBits          = 12
+	maxUpperSlotBits     = 16
 )
 
 // ErrBadOptions is wrapped by every Options validation error.
@@ -51,6 +62,8 @@ func (o Options) Validate() error {
 		return fmt.Errorf("%w: Tick %v is negative; use a positive duration or 0 for the default %v", ErrBadOptions, o.Tick, defaultTick)
 	case o.SlotBits != 0 && (o.SlotBits < minSlotBits || o.SlotBits > maxSlotBits):
 		return fmt.Errorf("%w: SlotBits %d is out of range; allowed %d..%d, or 0 for the default %d", ErrBadOptions, o.SlotBits, minSlotBits, maxSlotBits, defaultSlotBits)
+	case o.UpperSlotBits != 0 && (o.UpperSlotBits < minSlotBits || o.UpperSlotBits > maxUpperSlotBits):
+		return fmt.Errorf("%w: UpperSlotBits %d is out of range; allowed %d..%d, or 0 for the default %d", ErrBadOptions, o.UpperSlotBits, minSlotBits, maxUpperSlotBits, defaultUpperSlotBits)
 	case o.Start < 0:
 		return fmt.Errorf("%w: Start %d is negative; times are nanoseconds from an origin at or before the first use", ErrBadOptions, o.Start)
 	case o.Capacity < 0 || o.Capacity > maxEntries:
@@ -74,7 +87,7 @@ type entry struct {
 	due  uint64 // due tick
 	ref  uint64 // the caller's reference
 	gen  uint32 // bumped when the entry is freed, so stale refs and Handles miss
-	slot int32  // slot index (level<<slotBits | digit), slotOverdue or slotFree
+	slot int32  // slot index (the level's first slot + digit), slotOverdue or slotFree
 }
 
 // A slotRef is what a slot holds for an entry: its slab index in the low 32
@@ -88,18 +101,21 @@ type slotRef uint64
 // Wheel is a hierarchical timing wheel. It is not safe for concurrent use:
 // the engine gives each shard its own Wheel, owned by one goroutine.
 type Wheel struct {
-	tick     int64 // nanoseconds per tick
-	slotBits uint
-	slots    int    // 1 << slotBits
-	mask     uint64 // slots - 1
-	words    int    // occupancy words per level
-	levels   int
+	tick   int64 // nanoseconds per tick
+	lvl    []level
+	bits0  uint // slot bits of level 0: ticks per block
+	bitsU  uint // slot bits of the levels above the ring: blocks per superblock
+	slots0 int  // 1 << bits0: the ring's first slot index
+	ringN  int  // the ring's slots: two superblocks of blocks
 
-	// cur is the tick processing has reached. Every live entry in a slot
-	// has, at the slot's level, the same higher digits as cur and a larger
-	// digit than cur's (level 0: a later tick), except entries due exactly
-	// at cur left in cur's level-0 slot by an AdvanceLimit that hit its
-	// limit; curHead counts the refs of that slot already handed out.
+	// cur is the tick processing has reached. Where a live entry sits
+	// depends on its due tick d against cur (see levelFor): level 0 holds
+	// d in cur's block, after cur (or at cur: entries left in cur's slot by
+	// an AdvanceLimit that hit its limit; curHead counts the refs of that
+	// slot already handed out); the ring holds d in a later block of cur's
+	// superblock or the next; the far levels hold the rest, each slot
+	// sharing the higher digits of fcur (cur one superblock on) with a
+	// larger digit at its level.
 	cur     uint64
 	curHead int
 	// now is the largest tick Advance was asked for; cur ≤ now, and cur < now
@@ -129,6 +145,20 @@ type Wheel struct {
 	chk invariantState
 }
 
+// level is the geometry of one level: where its digit sits in a tick number
+// and where its slots and occupancy words sit in the wheel's flat arrays.
+// Level 0's digit is the tick within a block; level 1 (the ring) indexes
+// blocks modulo ringN; level k ≥ 2 holds digit k-2 of the superblock.
+type level struct {
+	shift   uint   // bits below this level's digit
+	bits    uint   // bits of its digit
+	mask    uint64 // 1<<bits - 1
+	slots   int    // 1 << bits
+	base    int    // index of its first slot
+	occBase int    // index of its first occupancy word
+	words   int    // occupancy words
+}
+
 // New returns an empty wheel at opts.Start.
 func New(opts Options) (*Wheel, error) {
 	if err := opts.Validate(); err != nil {
@@ -140,22 +170,37 @@ func New(opts Options) (*Wheel, error) {
 	if opts.SlotBits == 0 {
 		opts.SlotBits = defaultSlotBits
 	}
+	if opts.UpperSlotBits == 0 {
+		opts.UpperSlotBits = defaultUpperSlotBits
+	}
 	w := &Wheel{
 		tick:          int64(opts.Tick),
-		slotBits:      uint(opts.SlotBits),
-		slots:         1 << opts.SlotBits,
-		mask:          1<<opts.SlotBits - 1,
-		words:         max(1, (1<<opts.SlotBits)/64),
-		levels:        (64 + opts.SlotBits - 1) / opts.SlotBits,
+		bits0:         uint(opts.SlotBits),
+		bitsU:         uint(opts.UpperSlotBits),
+		slots0:        1 << opts.SlotBits,
 		entries:       make([]entry, 0, opts.Capacity),
 		overdueSorted: true,
 	}
+	// Level 0, the ring, then far levels until their digits cover all 64
+	// bits of a tick number.
+	var nslots, nwords int
+	add := func(shift, b uint) {
+		lv := level{shift: shift, bits: b, mask: 1<<b - 1, slots: 1 << b, base: nslots, occBase: nwords, words: max(1, (1<<b)/64)}
+		w.lvl = append(w.lvl, lv)
+		nslots += lv.slots
+		nwords += lv.words
+	}
+	add(0, w.bits0)
+	add(w.bits0, w.bitsU+1)
+	w.ringN = 1 << (w.bitsU + 1)
+	for shift := w.bits0 + w.bitsU; shift < 64; shift += w.bitsU {
+		add(shift, min(w.bitsU, 64-shift)) // the top level needs only the bits that are left
+	}
 	w.cur = uint64(opts.Start / w.tick)
 	w.now = w.cur
-	nslots := w.levels * w.slots
 	w.buckets = make([][]slotRef, nslots)
 	w.live = make([]int32, nslots)
-	w.occ = make([]uint64, w.levels*w.words)
+	w.occ = make([]uint64, nwords)
 	w.slotMin = make([]uint64, nslots)
 	w.stale = make([]bool, nslots)
 	return w, nil
@@ -244,12 +289,14 @@ func (w *Wheel) NextDue() (int64, bool) {
 	if w.overdueLive > 0 || w.live[w.slotIndex(0, w.cur)] > 0 {
 		return w.tickTime(w.cur), true
 	}
-	for l := 0; l < w.levels; l++ {
-		s, ok := w.nextOccupied(l, w.digit(l, w.cur))
+	// Level 0's entries come before the ring's, and the ring's before the
+	// far levels': each holds later blocks than the one before.
+	for l := range w.lvl {
+		s, ok := w.nextOccupied(l, w.digit(l, w.levelCur(l)))
 		if !ok {
 			continue
 		}
-		idx := l<<w.slotBits | s
+		idx := w.lvl[l].base + s
 		if w.stale[idx] {
 			// Entries in one higher-level slot span many ticks; a cancel
 			// of the earliest left slotMin low.
@@ -281,14 +328,21 @@ func (w *Wheel) AdvanceLimit(now int64, limit int, dst []uint64) []uint64 {
 	end := len(dst) + min(limit, math.MaxInt-len(dst))
 	dst = w.drainDue(dst, end)
 	for len(dst) < end {
-		l, s, ok := w.nextEvent()
+		l, s, at, ok := w.nextEvent()
 		if !ok {
 			w.cur = w.now
 			break
 		}
-		w.cur = w.slotStart(l, s)
+		w.cur = at
 		if l > 0 {
-			w.cascade(l<<w.slotBits | s)
+			w.cascade(w.lvl[l].base + s)
+		}
+		if l >= 2 {
+			// A far slot comes due at a block's first tick, which may be
+			// the ring slot's event too: that one is next.
+			if idx := w.slotIndex(1, w.cur); w.live[idx] > 0 {
+				w.cascade(idx)
+			}
 		}
 		dst = w.drainCur(dst, end)
 	}
@@ -374,22 +428,41 @@ func (w *Wheel) drainCur(dst []uint64, end int) []uint64 {
 	return dst
 }
 
-// nextEvent finds the next slot that needs processing at or before w.now:
-// the first occupied slot after cur's digit on the lowest non-empty level.
-// Lower levels always come first: a level's slots lie inside the current slot
-// of the level above.
-func (w *Wheel) nextEvent() (level, slot int, ok bool) {
-	for l := 0; l < w.levels; l++ {
-		s, found := w.nextOccupied(l, w.digit(l, w.cur))
+// nextEvent finds the next slot that needs processing at or before w.now,
+// and the tick cur moves to for it: the next occupied level-0 slot in cur's
+// block (at its tick); else the earlier of the next occupied ring slot (at
+// its block's first tick) and the next far slot, which is emptied one
+// superblock before its start, so that by the time cur enters a superblock
+// all of the next one is in the ring. At a tie the far slot comes first: it
+// must be emptied before cur enters the superblock, or an Insert after a
+// limited Advance could put an entry in the ring ahead of older ones still
+// on the far levels.
+func (w *Wheel) nextEvent() (level, slot int, at uint64, ok bool) {
+	if s, found := w.nextOccupied(0, w.digit(0, w.cur)); found {
+		if at = w.slotStart(0, s, w.cur); at <= w.now {
+			return 0, s, at, true
+		}
+		return 0, 0, 0, false
+	}
+	level = -1
+	if s, found := w.nextOccupied(1, w.digit(1, w.cur)); found {
+		level, slot, at = 1, s, w.ringStart(s)
+	}
+	fcur := w.fcur()
+	for l := 2; l < len(w.lvl); l++ {
+		s, found := w.nextOccupied(l, w.digit(l, fcur))
 		if !found {
 			continue
 		}
-		if w.slotStart(l, s) > w.now {
-			return 0, 0, false
+		if fat := w.slotStart(l, s, fcur) - w.sbTicks(); level < 0 || fat <= at {
+			level, slot, at = l, s, fat
 		}
-		return l, s, true
+		break
 	}
-	return 0, 0, false
+	if level < 0 || at > w.now {
+		return 0, 0, 0, false
+	}
+	return level, slot, at, true
 }
 
 // cascade re-places every live entry of a higher-level slot that cur has just
@@ -404,16 +477,12 @@ func (w *Wheel) cascade(idx int) {
 	w.emptySlot(idx)
 }
 
-// place appends entry i, due at or after cur, to its slot: the level is that
-// of the highest digit in which the due tick differs from cur. An entry due
-// exactly at cur (only from a cascade) lands in cur's level-0 slot, which the
-// caller drains next.
+// place appends entry i, due at or after cur, to its slot (levelFor). An
+// entry due exactly at cur (only from a cascade) lands in cur's level-0 slot,
+// which the caller drains next.
 func (w *Wheel) place(i int32) {
 	e := &w.entries[i]
-	l := 0
-	if diff := e.due ^ w.cur; diff != 0 {
-		l = (bits.Len64(diff) - 1) / int(w.slotBits)
-	}
+	l := w.levelFor(e.due)
 	idx := w.slotIndex(l, e.due)
 	if w.live[idx] == 0 {
 		w.slotMin[idx] = e.due
@@ -547,18 +616,31 @@ func cmpDue(a, b uint64) int {
 	return 0
 }
 
-// nextOccupied returns the first occupied slot of level l after slot d.
+// nextOccupied returns the first occupied slot of level l after slot d; on
+// the ring, the first one after d going round (slot d, cur's block, never
+// holds an entry).
 func (w *Wheel) nextOccupied(l, d int) (int, bool) {
-	base := l * w.words
-	from := d + 1
-	for wi := from / 64; wi < w.words; wi++ {
-		word := w.occ[base+wi]
+	if l == 1 {
+		if s, ok := w.nextOccupiedFrom(1, d+1); ok {
+			return s, true
+		}
+		return w.nextOccupiedFrom(1, 0)
+	}
+	return w.nextOccupiedFrom(l, d+1)
+}
+
+// nextOccupiedFrom returns the first occupied slot of level l at or after
+// slot from.
+func (w *Wheel) nextOccupiedFrom(l, from int) (int, bool) {
+	lv := &w.lvl[l]
+	for wi := from / 64; wi < lv.words; wi++ {
+		word := w.occ[lv.occBase+wi]
 		if wi == from/64 {
 			word &^= 1<<(uint(from)%64) - 1
 		}
 		if word != 0 {
 			s := wi*64 + bits.TrailingZeros64(word)
-			if s < w.slots {
+			if s < lv.slots {
 				return s, true
 			}
 			return 0, false
@@ -567,9 +649,49 @@ func (w *Wheel) nextOccupied(l, d int) (int, bool) {
 	return 0, false
 }
 
+// levelFor returns the level of an entry due at tick d ≥ cur: 0 in cur's
+// block, 1 (the ring) in a later block of cur's superblock or the next, and
+// otherwise the far level of the highest digit in which d differs from
+// fcur.
+func (w *Wheel) levelFor(d uint64) int {
+	switch {
+	case d>>w.bits0 == w.cur>>w.bits0:
+		return 0
+	case w.superblock(d) <= w.superblock(w.cur)+1:
+		return 1
+	}
+	return 1 + (bits.Len64(d^w.fcur())-1-int(w.bits0))/int(w.bitsU)
+}
+
+func (w *Wheel) superblock(t uint64) uint64 { return t >> (w.bits0 + w.bitsU) }
+
+// sbTicks is the ticks in one superblock.
+func (w *Wheel) sbTicks() uint64 { return 1 << (w.bits0 + w.bitsU) }
+
+// fcur is the cursor the far levels are placed against: cur one superblock
+// on, so that a far slot comes due, and moves to the ring, one superblock
+// before its entries can.
+func (w *Wheel) fcur() uint64 { return w.cur + w.sbTicks() }
+
+// levelCur is the cursor level l's slots are placed against.
+func (w *Wheel) levelCur(l int) uint64 {
+	if l >= 2 {
+		return w.fcur()
+	}
+	return w.cur
+}
+
+// ringStart is the first tick of the block ring slot s holds: the first
+// block after cur's whose index is s.
+func (w *Wheel) ringStart(s int) uint64 {
+	cb := w.cur >> w.bits0
+	ahead := (uint64(s) - cb) & uint64(w.ringN-1)
+	return (cb + ahead) << w.bits0
+}
+
 func (w *Wheel) setOcc(idx int, on bool) {
-	l, s := idx>>w.slotBits, idx&int(w.mask)
-	wi := l*w.words + s/64
+	l, s := w.levelOf(idx)
+	wi := w.lvl[l].occBase + s/64
 	if on {
 		w.occ[wi] |= 1 << (uint(s) % 64)
 	} else {
@@ -577,23 +699,37 @@ func (w *Wheel) setOcc(idx int, on bool) {
 	}
 }
 
+// levelOf splits a slot index into its level and digit.
+func (w *Wheel) levelOf(idx int) (l, s int) {
+	if idx < w.slots0 {
+		return 0, idx
+	}
+	if u := idx - w.slots0; u < w.ringN {
+		return 1, u
+	}
+	u := idx - w.slots0 - w.ringN
+	return 2 + u>>w.bitsU, u & (1<<w.bitsU - 1)
+}
+
 // digit returns the level-l digit of tick t.
 func (w *Wheel) digit(l int, t uint64) int {
-	return int(t >> (uint(l) * w.slotBits) & w.mask)
+	lv := &w.lvl[l]
+	return int(t >> lv.shift & lv.mask)
 }
 
 func (w *Wheel) slotIndex(l int, t uint64) int {
-	return l<<w.slotBits | w.digit(l, t)
+	return w.lvl[l].base + w.digit(l, t)
 }
 
-// slotStart is the first tick of level l's slot s within cur's higher digits.
-func (w *Wheel) slotStart(l, s int) uint64 {
-	shift := uint(l) * w.slotBits
+// slotStart is the first tick of level l's slot s within the higher digits
+// of cursor c (not for the ring: see ringStart).
+func (w *Wheel) slotStart(l, s int, c uint64) uint64 {
+	lv := &w.lvl[l]
 	high := uint64(0)
-	if top := shift + w.slotBits; top < 64 {
-		high = w.cur >> top << top
+	if top := lv.shift + lv.bits; top < 64 {
+		high = c >> top << top
 	}
-	return high | uint64(s)<<shift
+	return high | uint64(s)<<lv.shift
 }
 
 // dueTick rounds a due time up to its tick, so an entry is never early. The
