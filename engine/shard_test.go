@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -30,4 +31,28 @@ func TestShardPlacementIsStableAcrossOpens(t *testing.T) {
 	require.Equal(t, uint64(0xcbf29ce484222325), shardHash(""), "FNV-1a offset basis: the hash must never change")
 	require.Equal(t, uint64(0xaf63dc4c8601ec8c), shardHash("a"), "equal to hash/fnv's New64a")
 	require.Equal(t, uint64(0x7d1deb86a05662d4), shardHash("order-42"))
+}
+
+// TestWheelRingCoversTheWindow checks that a shard's wheel reaches, through
+// its ring, everything the window loader puts in it (Window + Window/8), so
+// no message in the window waits on a far level and moves in bulk.
+func TestWheelRingCoversTheWindow(t *testing.T) {
+	for _, tc := range []struct {
+		window, tick time.Duration
+		want         int
+	}{
+		{time.Minute, time.Millisecond, 11},
+		{100 * time.Millisecond, time.Millisecond, 10}, // never below the wheel's default
+		{10 * time.Second, 100 * time.Microsecond, 11},
+		{24 * time.Hour, time.Millisecond, 14}, // capped: the far end of the window is on far levels
+	} {
+		bits := upperSlotBits(tc.window, tc.tick)
+		require.Equal(t, tc.want, bits, "window %v tick %v", tc.window, tc.tick)
+		// The ring reaches at least one superblock ahead, less the block
+		// the cursor is in.
+		reach := time.Duration(64<<bits-64) * tc.tick
+		if bits < 14 {
+			require.GreaterOrEqual(t, reach, tc.window+tc.window/8, "window %v tick %v", tc.window, tc.tick)
+		}
+	}
 }

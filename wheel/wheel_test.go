@@ -27,6 +27,8 @@ func TestOptionsValidate(t *testing.T) {
 		{"negative tick", wheel.Options{Tick: -1}, "Tick -1ns is negative"},
 		{"slot bits too small", wheel.Options{SlotBits: 1}, "SlotBits 1 is out of range; allowed 2..12"},
 		{"slot bits too large", wheel.Options{SlotBits: 13}, "SlotBits 13 is out of range"},
+		{"upper slot bits too small", wheel.Options{UpperSlotBits: 1}, "UpperSlotBits 1 is out of range; allowed 2..16"},
+		{"upper slot bits too large", wheel.Options{UpperSlotBits: 17}, "UpperSlotBits 17 is out of range"},
 		{"negative start", wheel.Options{Start: -5}, "Start -5 is negative"},
 		{"negative capacity", wheel.Options{Capacity: -1}, "Capacity -1 is out of range"},
 	} {
