@@ -23,6 +23,7 @@ type config struct {
 	Dispatchers int           `json:"dispatchers,omitempty"`
 	Tick        time.Duration `json:"tick"`
 	Window      time.Duration `json:"window"`
+	MemTableMiB int           `json:"memtable_mib,omitempty"`
 	Parallelism int           `json:"parallelism"`
 	Dir         string        `json:"dir,omitempty"`
 	Mem         bool          `json:"mem"`
@@ -74,6 +75,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.Dispatchers, "dispatchers", 0, "engine dispatcher goroutines (0: the engine's default, max(32, 16×GOMAXPROCS))")
 	fs.DurationVar(&c.Tick, "tick", 0, "wheel tick (0: the engine's default, 1ms)")
 	fs.DurationVar(&c.Window, "window", 0, "how far ahead the durable engine holds messages in RAM (0: the engine's default)")
+	fs.IntVar(&c.MemTableMiB, "memtable", 0, "the durable store's Pebble memtable in MiB (0: the store's default, 64): larger means fewer flushes and longer recovery after a crash (docs/tuning.md)")
 	fs.IntVar(&c.Parallelism, "parallelism", 0, "handler parallelism of the local queue (0: the engine's default)")
 	fs.StringVar(&c.Dir, "dir", "", "store directory to use and keep (default: a temporary one, removed at the end)")
 	fs.BoolVar(&c.Mem, "mem", false, "in-memory mode: no store, nothing survives a restart")
@@ -144,6 +146,12 @@ func (c *config) validate() error {
 	}
 	if c.Tick < 0 || c.Window < 0 || c.Parallelism < 0 {
 		bad("-tick, -window and -parallelism must not be negative")
+	}
+	if c.MemTableMiB < 0 || c.MemTableMiB > 4096 {
+		bad("-memtable %d: allowed 0 (the store's default) or 1..4096 MiB", c.MemTableMiB)
+	}
+	if c.MemTableMiB > 0 && (c.Mem || c.Cluster != "") {
+		bad("-memtable sizes the durable store's memtable; it does not go with -mem or -cluster")
 	}
 	// A URL names a real server: -target nats://host:4222 is short for
 	// -target nats -target-url nats://host:4222, kafka://host:9092 likewise.

@@ -166,7 +166,7 @@ func runCrash(ctx context.Context, cfg config, out io.Writer) (*report, error) {
 			"-seed", strconv.FormatUint(cfg.Seed+uint64(i)+1, 10), "-parallelism", strconv.Itoa(cfg.Parallelism),
 			"-producers", strconv.Itoa(cfg.Producers), "-batch", strconv.Itoa(cfg.Batch),
 			"-delay", cfg.Delay, "-payload", strconv.Itoa(cfg.Payload), "-shards", strconv.Itoa(cfg.Shards),
-			"-tick", cfg.Tick.String(), "-window", cfg.Window.String(), "-rate", strconv.FormatFloat(cfg.Rate, 'f', -1, 64),
+			"-tick", cfg.Tick.String(), "-window", cfg.Window.String(), "-memtable", strconv.Itoa(cfg.MemTableMiB), "-rate", strconv.FormatFloat(cfg.Rate, 'f', -1, 64),
 			"-quiet=" + strconv.FormatBool(cfg.Quiet)}
 		cmd := exec.CommandContext(ctx, self, args...)
 		cmd.Env = append(os.Environ(), childEnv+"=1")

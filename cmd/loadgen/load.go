@@ -16,6 +16,7 @@ import (
 
 	"github.com/hourglassmq/hourglass/engine"
 	"github.com/hourglassmq/hourglass/internal/hist"
+	"github.com/hourglassmq/hourglass/wal"
 )
 
 // queueName is the local queue every loadgen message goes to.
@@ -56,7 +57,7 @@ func (s *session) open(ctx context.Context, dir string) error {
 	if err != nil {
 		return err
 	}
-	eng, err := engine.Open(ctx, engine.Options{
+	opts := engine.Options{
 		Dir:         dir,
 		Shards:      s.cfg.Shards,
 		Dispatchers: s.cfg.Dispatchers,
@@ -65,7 +66,11 @@ func (s *session) open(ctx context.Context, dir string) error {
 		Logger:      slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		Queues:      []engine.Queue{{Name: queueName, Handler: s.handle, Parallelism: s.cfg.Parallelism}},
 		Transports:  tgt.reg,
-	})
+	}
+	if s.cfg.MemTableMiB > 0 && dir != "" {
+		opts.Dir, opts.Store = "", wal.Options{Dir: dir, MemTableSize: uint64(s.cfg.MemTableMiB) << 20}
+	}
+	eng, err := engine.Open(ctx, opts)
 	if err != nil {
 		tgt.close()
 		return fmt.Errorf("open engine: %w", err)

@@ -191,6 +191,8 @@ func TestFlagsSayWhatIsWrong(t *testing.T) {
 		{[]string{"-crash", "2", "-target", "nats"}, "-crash checks deliveries logged by the child's local queue"},
 		{[]string{"-shards", "300"}, "-shards 300: allowed 0 (default) or 1..256"},
 		{[]string{"-dispatchers", "5000"}, "-dispatchers 5000: allowed 0 (default) or 1..4096"},
+		{[]string{"-memtable", "-1"}, "-memtable -1: allowed 0 (the store's default) or 1..4096 MiB"},
+		{[]string{"-mem", "-memtable", "128"}, "-memtable sizes the durable store's memtable"},
 		{[]string{"stray"}, `unexpected argument "stray"`},
 		{[]string{"-target", "https://hooks.example.com/x"}, "a real server can be named for nats:// or kafka://"},
 	} {
