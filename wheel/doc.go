@@ -27,9 +27,9 @@
 // entries move to level 0 by their tick. A far slot is cascaded when fcur
 // enters it, one superblock before the cursor does, so that the whole next
 // superblock is in the ring before the cursor reaches it and before any new
-// entry for it can go straight there. With 64 + 1024 slots, six tiers cover
-// every tick an int64 of nanoseconds can name, so nothing is ever "beyond
-// the horizon".
+// entry for it can go straight there. With the defaults, level 0, the ring
+// and five far levels cover every tick an int64 of nanoseconds can name, so
+// nothing is ever "beyond the horizon".
 //
 // Why a ring and not more hierarchical levels: in a hierarchical wheel the
 // slot that cur enters at a level-2 boundary holds every entry due within
@@ -104,7 +104,8 @@
 //
 // Built with the invariants tag (as the tests are), the wheel verifies its
 // whole structure — slot membership, occupancy bitmaps, slot minimums, live
-// counts, the free stack — after every operation while its slab is small, and
-// about once per slab-size operations when large, so the cost stays O(1)
-// amortised.
+// counts, the free stack — after every operation while it is small (its
+// slab, and its slots counted at 1/64: a default wheel's 7,200 slots count as
+// 113), and about once per that many operations when larger, so the cost
+// stays O(1) amortised. The model test verifies after every operation.
 package wheel

@@ -5,12 +5,14 @@ package wheel
 // invariantsOn reports whether this build checks invariants.
 const invariantsOn = true
 
-// checkAfterOp runs the full invariant check, which is O(slab size), after
-// enough operations to amortise it to O(1) each: every operation while the
-// slab is small, about once per slab-size operations when it is large.
+// checkAfterOp runs the full invariant check, which is O(entries + slots),
+// after enough operations to amortise it to O(1) each: every operation while
+// the wheel is small, about once per size operations when it is large. Slots
+// count at 1/64: most are empty, and an empty one costs a couple of loads.
 func (w *Wheel) checkAfterOp() {
 	w.chk.sinceCheck++
-	if len(w.entries) <= 64 || w.chk.sinceCheck >= len(w.entries) {
+	size := len(w.entries) + len(w.buckets)/64
+	if size <= 64 || w.chk.sinceCheck >= size {
 		w.chk.sinceCheck = 0
 		if err := w.verify(); err != nil {
 			panic(err)

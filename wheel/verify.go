@@ -56,6 +56,14 @@ func (w *Wheel) verify() error {
 	total += live
 	for idx := range w.buckets {
 		l, s := w.levelOf(idx)
+		if len(w.buckets[idx]) == 0 {
+			// Most slots are empty (thousands on the ring and far
+			// levels): check them without the walk.
+			if w.live[idx] != 0 || w.occ[w.lvl[l].occBase+s/64]&(1<<(uint(s)%64)) != 0 {
+				return fmt.Errorf("wheel: empty slot %d/%d has live count %d or its occupancy bit", l, s, w.live[idx])
+			}
+			continue
+		}
 		from := 0
 		if l == 0 && s == w.digit(0, w.cur) {
 			from = w.curHead

@@ -23,9 +23,9 @@ type Options struct {
 	// Advance rounds its time down to one. Default 1 ms.
 	Tick time.Duration
 	// SlotBits sets the slots of level 0 to 1<<SlotBits, from 2 to 12.
-	// Default 6 (64 slots). Level 0's span (slots × Tick) is how much due
-	// time one cascade from level 1 covers: the smaller it is, the smaller
-	// and more frequent the cascades, for the same total work.
+	// Default 6 (64 slots). Level 0's span (slots × Tick) is a block: how
+	// much due time one cascade from the ring covers. The smaller it is,
+	// the smaller and more frequent the cascades, for the same total work.
 	SlotBits int
 	// UpperSlotBits sets the slots of the levels above 0, from 2 to 16.
 	// Default 10. A level-0 span of ticks is a block, and 1<<UpperSlotBits
