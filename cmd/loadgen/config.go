@@ -24,6 +24,7 @@ type config struct {
 	Tick        time.Duration `json:"tick"`
 	Window      time.Duration `json:"window"`
 	MemTableMiB int           `json:"memtable_mib,omitempty"`
+	Procs       int           `json:"procs"`
 	Parallelism int           `json:"parallelism"`
 	Dir         string        `json:"dir,omitempty"`
 	Mem         bool          `json:"mem"`
@@ -75,6 +76,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.Dispatchers, "dispatchers", 0, "engine dispatcher goroutines (0: the engine's default, max(32, 16×GOMAXPROCS))")
 	fs.DurationVar(&c.Tick, "tick", 0, "wheel tick (0: the engine's default, 1ms)")
 	fs.DurationVar(&c.Window, "window", 0, "how far ahead the durable engine holds messages in RAM (0: the engine's default)")
+	fs.IntVar(&c.Procs, "procs", 0, "GOMAXPROCS for the run (0: one more than the runtime's default, unless the GOMAXPROCS environment variable is set; docs/tuning.md says why)")
 	fs.IntVar(&c.MemTableMiB, "memtable", 0, "the durable store's Pebble memtable in MiB (0: the store's default, 64): larger means fewer flushes and longer recovery after a crash (docs/tuning.md)")
 	fs.IntVar(&c.Parallelism, "parallelism", 0, "handler parallelism of the local queue (0: the engine's default)")
 	fs.StringVar(&c.Dir, "dir", "", "store directory to use and keep (default: a temporary one, removed at the end)")
@@ -146,6 +148,9 @@ func (c *config) validate() error {
 	}
 	if c.Tick < 0 || c.Window < 0 || c.Parallelism < 0 {
 		bad("-tick, -window and -parallelism must not be negative")
+	}
+	if c.Procs < 0 || c.Procs > 1024 {
+		bad("-procs %d: allowed 0 (default) or 1..1024", c.Procs)
 	}
 	if c.MemTableMiB < 0 || c.MemTableMiB > 4096 {
 		bad("-memtable %d: allowed 0 (the store's default) or 1..4096 MiB", c.MemTableMiB)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"runtime"
 	"time"
 )
 
@@ -73,8 +74,8 @@ func runFindRate(ctx context.Context, cfg config, out io.Writer) (*report, error
 			rate, d, rep.ScheduleRate, rep.LatenessMs.P99, rep.Lost, rep.Early, verdict)
 		return rep, ok, nil
 	}
-	fmt.Fprintf(out, "hourglass loadgen -find-rate: the highest rate with p99 lateness <= %.0f ms (%d producers × batch %d, delay %s, payload %d B)\n",
-		maxSustainableP99, cfg.Producers, cfg.Batch, cfg.Delay, cfg.Payload)
+	fmt.Fprintf(out, "hourglass loadgen -find-rate: the highest rate with p99 lateness <= %.0f ms (%d producers × batch %d, delay %s, payload %d B, GOMAXPROCS %d)\n",
+		maxSustainableP99, cfg.Producers, cfg.Batch, cfg.Delay, cfg.Payload, runtime.GOMAXPROCS(0))
 	lo, hi := 0.0, math.Inf(1)
 	rate := cfg.Rate
 	if rate == 0 {

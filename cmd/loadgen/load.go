@@ -302,8 +302,8 @@ func runLoad(ctx context.Context, cfg config, out io.Writer) (*report, error) {
 		mode = "in memory (nothing survives a restart)"
 	}
 	if !cfg.Quiet {
-		fmt.Fprintf(out, "hourglass loadgen: %s, %d producers × batch %d, delay %s, payload %d B, seed %d\n",
-			mode, cfg.Producers, cfg.Batch, cfg.Delay, cfg.Payload, cfg.Seed)
+		fmt.Fprintf(out, "hourglass loadgen: %s, %d producers × batch %d, delay %s, payload %d B, seed %d, GOMAXPROCS %d\n",
+			mode, cfg.Producers, cfg.Batch, cfg.Delay, cfg.Payload, cfg.Seed, runtime.GOMAXPROCS(0))
 	}
 	until := s.start.Add(cfg.Duration)
 	prodErr := make(chan error, 1)

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -191,6 +192,7 @@ func TestFlagsSayWhatIsWrong(t *testing.T) {
 		{[]string{"-crash", "2", "-target", "nats"}, "-crash checks deliveries logged by the child's local queue"},
 		{[]string{"-shards", "300"}, "-shards 300: allowed 0 (default) or 1..256"},
 		{[]string{"-dispatchers", "5000"}, "-dispatchers 5000: allowed 0 (default) or 1..4096"},
+		{[]string{"-procs", "-2"}, "-procs -2: allowed 0 (default) or 1..1024"},
 		{[]string{"-memtable", "-1"}, "-memtable -1: allowed 0 (the store's default) or 1..4096 MiB"},
 		{[]string{"-mem", "-memtable", "128"}, "-memtable sizes the durable store's memtable"},
 		{[]string{"stray"}, `unexpected argument "stray"`},
@@ -264,4 +266,16 @@ func TestTargetURLShorthand(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "kafka", cfg.Target)
 	require.Equal(t, "127.0.0.1:9092", cfg.TargetURL)
+}
+
+// TestSetProcs checks the run's GOMAXPROCS: one more than the runtime's
+// default unless the environment chose, and -procs when given.
+func TestSetProcs(t *testing.T) {
+	prev := runtime.GOMAXPROCS(0)
+	t.Cleanup(func() { runtime.GOMAXPROCS(prev) })
+	require.Equal(t, prev, setProcs(0, true), "GOMAXPROCS from the environment stays")
+	require.Equal(t, prev+1, setProcs(0, false))
+	runtime.GOMAXPROCS(prev)
+	require.Equal(t, 5, setProcs(5, false))
+	require.Equal(t, 5, setProcs(5, true), "-procs wins over the environment")
 }
