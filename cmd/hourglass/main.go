@@ -24,6 +24,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/hourglassmq/hourglass/internal/procs"
 )
 
 // env is what a command may touch of the process, so tests can run
@@ -74,6 +76,7 @@ func usage(w io.Writer) {
 
 func main() {
 	e := &env{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}
+	procs.Set(0, e.getenv) // one processor more than the cores, for Pebble (internal/procs)
 	os.Exit(run(e, os.Args[1:]))
 }
 

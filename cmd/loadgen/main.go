@@ -33,31 +33,12 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"runtime"
 	"runtime/pprof"
 	"runtime/trace"
 	"syscall"
-)
 
-// setProcs sets GOMAXPROCS for the run and returns it: n if given, else
-// the runtime's default as the GOMAXPROCS environment variable set it, else
-// one more than the runtime's default. The extra processor is for Pebble:
-// its flush of a memtable and its compactions each run on one goroutine
-// that keeps a processor for 100 ms or more, and on a 2-core machine that is
-// half of the engine's; with one more processor than cores, the operating
-// system time-slices those goroutines' thread with the engine's instead.
-// Measured on 2 cores at a paced 200k/s: p99 lateness 4.5-4.7 ms against
-// 10.8-13.2 ms (docs/benchmarks.md). It is the process's setting, so the
-// load generator makes it here and the engine does not.
-func setProcs(n int, fromEnv bool) int {
-	switch {
-	case n > 0:
-		runtime.GOMAXPROCS(n)
-	case !fromEnv:
-		runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + 1)
-	}
-	return runtime.GOMAXPROCS(0)
-}
+	"github.com/hourglassmq/hourglass/internal/procs"
+)
 
 func main() {
 	cfg, err := parseFlags(os.Args[1:])
@@ -68,7 +49,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)
 		os.Exit(2)
 	}
-	cfg.Procs = setProcs(cfg.Procs, os.Getenv("GOMAXPROCS") != "")
+	cfg.Procs = procs.Set(cfg.Procs, os.Getenv)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	rep, err := run(ctx, cfg, os.Stdout)

@@ -10,7 +10,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -266,16 +265,4 @@ func TestTargetURLShorthand(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "kafka", cfg.Target)
 	require.Equal(t, "127.0.0.1:9092", cfg.TargetURL)
-}
-
-// TestSetProcs checks the run's GOMAXPROCS: one more than the runtime's
-// default unless the environment chose, and -procs when given.
-func TestSetProcs(t *testing.T) {
-	prev := runtime.GOMAXPROCS(0)
-	t.Cleanup(func() { runtime.GOMAXPROCS(prev) })
-	require.Equal(t, prev, setProcs(0, true), "GOMAXPROCS from the environment stays")
-	require.Equal(t, prev+1, setProcs(0, false))
-	runtime.GOMAXPROCS(prev)
-	require.Equal(t, 5, setProcs(5, false))
-	require.Equal(t, 5, setProcs(5, true), "-procs wins over the environment")
 }
