@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"math"
 	"testing"
 	"time"
 
@@ -45,6 +46,7 @@ func TestWheelRingCoversTheWindow(t *testing.T) {
 		{100 * time.Millisecond, time.Millisecond, 10}, // never below the wheel's default
 		{10 * time.Second, 100 * time.Microsecond, 11},
 		{24 * time.Hour, time.Millisecond, 14}, // capped: the far end of the window is on far levels
+		{math.MaxInt64, time.Millisecond, 14},  // Window + Window/8 overflows: still capped, no panic
 	} {
 		bits := upperSlotBits(tc.window, tc.tick)
 		require.Equal(t, tc.want, bits, "window %v tick %v", tc.window, tc.tick)

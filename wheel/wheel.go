@@ -101,12 +101,10 @@ type slotRef uint64
 // Wheel is a hierarchical timing wheel. It is not safe for concurrent use:
 // the engine gives each shard its own Wheel, owned by one goroutine.
 type Wheel struct {
-	tick   int64 // nanoseconds per tick
-	lvl    []level
-	bits0  uint // slot bits of level 0: ticks per block
-	bitsU  uint // slot bits of the levels above the ring: blocks per superblock
-	slots0 int  // 1 << bits0: the ring's first slot index
-	ringN  int  // the ring's slots: two superblocks of blocks
+	tick  int64   // nanoseconds per tick
+	lvl   []level // level 0, the ring (lvl[1]: two superblocks of blocks), the far levels
+	bits0 uint    // slot bits of level 0: ticks per block
+	bitsU uint    // slot bits of the levels above the ring: blocks per superblock
 
 	// cur is the tick processing has reached. Where a live entry sits
 	// depends on its due tick d against cur (see levelFor): level 0 holds
@@ -148,7 +146,7 @@ type Wheel struct {
 // level is the geometry of one level: where its digit sits in a tick number
 // and where its slots and occupancy words sit in the wheel's flat arrays.
 // Level 0's digit is the tick within a block; level 1 (the ring) indexes
-// blocks modulo ringN; level k ≥ 2 holds digit k-2 of the superblock.
+// blocks modulo its slot count; level k ≥ 2 holds digit k-2 of the superblock.
 type level struct {
 	shift   uint   // bits below this level's digit
 	bits    uint   // bits of its digit
@@ -177,7 +175,6 @@ func New(opts Options) (*Wheel, error) {
 		tick:          int64(opts.Tick),
 		bits0:         uint(opts.SlotBits),
 		bitsU:         uint(opts.UpperSlotBits),
-		slots0:        1 << opts.SlotBits,
 		entries:       make([]entry, 0, opts.Capacity),
 		overdueSorted: true,
 	}
@@ -192,7 +189,6 @@ func New(opts Options) (*Wheel, error) {
 	}
 	add(0, w.bits0)
 	add(w.bits0, w.bitsU+1)
-	w.ringN = 1 << (w.bitsU + 1)
 	for shift := w.bits0 + w.bitsU; shift < 64; shift += w.bitsU {
 		add(shift, min(w.bitsU, 64-shift)) // the top level needs only the bits that are left
 	}
@@ -685,7 +681,7 @@ func (w *Wheel) levelCur(l int) uint64 {
 // block after cur's whose index is s.
 func (w *Wheel) ringStart(s int) uint64 {
 	cb := w.cur >> w.bits0
-	ahead := (uint64(s) - cb) & uint64(w.ringN-1)
+	ahead := (uint64(s) - cb) & w.lvl[1].mask
 	return (cb + ahead) << w.bits0
 }
 
@@ -701,13 +697,14 @@ func (w *Wheel) setOcc(idx int, on bool) {
 
 // levelOf splits a slot index into its level and digit.
 func (w *Wheel) levelOf(idx int) (l, s int) {
-	if idx < w.slots0 {
+	ring := &w.lvl[1]
+	if idx < ring.base {
 		return 0, idx
 	}
-	if u := idx - w.slots0; u < w.ringN {
+	if u := idx - ring.base; u < ring.slots {
 		return 1, u
 	}
-	u := idx - w.slots0 - w.ringN
+	u := idx - w.lvl[2].base
 	return 2 + u>>w.bitsU, u & (1<<w.bitsU - 1)
 }
 
