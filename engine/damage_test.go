@@ -19,8 +19,9 @@ import (
 // (wal/verify.go). Damage found there, or by a read before it, must reach
 // the engine's user: Engine.Err wraps wal.ErrCorrupt, Events.StoreFailed is
 // called, and work is refused. The damaged byte sits in the middle of the
-// biggest sstable, among far-future messages that neither the store's Open
-// nor the first window reads.
+// biggest data file (the blob file holding the messages, each over the
+// store's 1 KiB separation threshold), among far-future messages that
+// neither the store's Open nor the first window reads.
 func TestDamageFoundAfterOpenFailsTheEngine(t *testing.T) {
 	dir := t.TempDir()
 	opts := Options{Dir: dir, Shards: 1, Logger: quietLogger(), Queues: []Queue{{Name: "q", Handler: func(context.Context, *Delivery) error { return nil }}}}
@@ -46,7 +47,7 @@ func TestDamageFoundAfterOpenFailsTheEngine(t *testing.T) {
 	var biggest string
 	var size int64
 	require.NoError(t, filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".sst") {
+		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".sst") && !strings.HasSuffix(p, ".blob") {
 			return err
 		}
 		info, err := d.Info()
@@ -55,7 +56,8 @@ func TestDamageFoundAfterOpenFailsTheEngine(t *testing.T) {
 		}
 		return err
 	}))
-	require.Greater(t, size, int64(1<<20), "the messages are not in an sstable")
+	t.Log("damaging", filepath.Base(biggest))
+	require.Greater(t, size, int64(1<<20), "the messages are not in a data file")
 	b, err := os.ReadFile(biggest)
 	require.NoError(t, err)
 	b[len(b)/2] ^= 0x40
@@ -69,7 +71,7 @@ func TestDamageFoundAfterOpenFailsTheEngine(t *testing.T) {
 		}
 	}
 	e, err = Open(bg, opts)
-	require.NoError(t, err, "only the sstable's CRC, checked after Open, or a read of that block finds this")
+	require.NoError(t, err, "only the file's CRC, checked after Open, or a read of that block finds this")
 	defer func() { _ = e.Close() }()
 	select {
 	case err := <-failed:

@@ -122,7 +122,6 @@ func BenchmarkPebbleRawSync(b *testing.B) {
 		FormatMajorVersion: PebbleFormat,
 		Logger:             pebbleLogger{&Store{log: quietLogger()}},
 	}
-	po.Experimental.EnableColumnarBlocks = func() bool { return false }
 	db, err := pebble.Open(b.TempDir(), po)
 	require.NoError(b, err)
 	defer db.Close()

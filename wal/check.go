@@ -94,6 +94,10 @@ func Check(ctx context.Context, dir string, fs vfs.FS) (*CheckReport, error) {
 		return rep, rep.err()
 	}
 	defer closePebble(db)
+	if err := checkBlobFiles(ctx, fs, dir, db); err != nil {
+		rep.add(label("files"), err.Error())
+		return rep, rep.err() // Pebble would panic reading the file (blobcheck.go)
+	}
 	rep.Shards = store.MaxShards
 	rep.LastSeq = maxSeq
 	if v, closer, err := db.Get(keyMeta); err != nil {

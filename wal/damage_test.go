@@ -110,6 +110,9 @@ func damageCatalogue(t *testing.T, sd uint64, crashes ...bool) {
 			// between checkpoints, so the crashed store keeps some.
 			opts := testOptions(mem, 2)
 			opts.checkpointBytes = 64 << 10
+			// Blocks of 64 bytes and more go to blob files, so the flushed
+			// state has both: values in sstables and values in blob files.
+			opts.blobMinSize = 64
 			s, models := populatedWith(t, opts, sd, 120, 30, 60, 90)
 			var base vfs.FS = mem
 			if crash {
@@ -122,6 +125,7 @@ func damageCatalogue(t *testing.T, sd uint64, crashes ...bool) {
 				// clear records, which the catalogue damages too.
 				require.NotEmpty(t, rawKeys(t, copyStore(t, base, storeDir))[tagClear], "the fixture holds no resolve log")
 			}
+			require.NotEmpty(t, (&dirState{names: mustList(t, base)}).kinds(fileBlob), "the fixture holds no blob file")
 			want := models[len(models)-1]
 			newest := liveLog(t, base, storeDir)
 			lastRecord := 0
@@ -131,10 +135,10 @@ func damageCatalogue(t *testing.T, sd uint64, crashes ...bool) {
 			outcomes := map[string]int{}
 			for _, file := range mustList(t, base) {
 				path := storeDir + "/" + file
-				// Sstables get the long list always: only a read of their
-				// blocks finds their damage, and Pebble's compactions at
-				// Open read them (see gate.go).
-				long := *flagLong || strings.HasSuffix(file, ".sst")
+				// Sstables and blob files get the long list always: only a
+				// read of their blocks finds their damage, and Pebble's
+				// compactions at Open read them (see gate.go).
+				long := *flagLong || strings.HasSuffix(file, ".sst") || strings.HasSuffix(file, ".blob")
 				for _, d := range damagesFor(len(readAll(t, base, path)), long) {
 					fs := copyStore(t, base, storeDir)
 					d.apply(t, fs, path)

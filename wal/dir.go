@@ -235,13 +235,16 @@ func (st *dirState) plan() (openPlan, error) {
 		return 0, &DamageError{Dir: st.dir, File: "marker.format-version.*", Reason: "the format-version marker is missing but the store holds data",
 			Advice: fmt.Sprintf("restore the directory from a backup, or recreate the empty marker file marker.format-version.000001.%03d", uint64(PebbleFormat))}
 	}
-	if v, err := strconv.ParseUint(st.format, 10, 64); err != nil || v != uint64(PebbleFormat) {
-		// Creating a store, Pebble ratchets its format one version at a
-		// time; a crash part-way leaves an older marker and no data.
+	// Pebble ratchets a format one version at a time: a crash part-way
+	// through upgrading an olderPebbleFormat store leaves a marker between
+	// the two, and Open finishes the upgrade.
+	if v, err := strconv.ParseUint(st.format, 10, 64); err != nil || v < uint64(olderPebbleFormat) || v > uint64(PebbleFormat) {
+		// Creating a store, Pebble ratchets its format the same way; a
+		// crash part-way leaves an older marker and no data.
 		if err == nil && v < uint64(PebbleFormat) && st.pristine() {
 			return planFinish, nil
 		}
-		return 0, fmt.Errorf("%w: store %s has Pebble format %q (marker.format-version); this build pins %d", ErrUnsupportedVersion, st.dir, st.format, uint64(PebbleFormat))
+		return 0, fmt.Errorf("%w: store %s has Pebble format %q (marker.format-version); this build opens %d to %d and upgrades them to %d", ErrUnsupportedVersion, st.dir, st.format, uint64(olderPebbleFormat), uint64(PebbleFormat), uint64(PebbleFormat))
 	}
 	if st.manifest == "" {
 		manifests := st.kinds(fileManifest)

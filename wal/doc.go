@@ -1,7 +1,8 @@
 // Package wal is Hourglass's durable message store: every accepted message is
 // on disk, synced, before its caller hears "yes", and a restart finds every
 // pending message again. It is built on Pebble (v2, format pinned to
-// PebbleFormat, columnar blocks off) and does all file I/O through one vfs.FS,
+// PebbleFormat, values of 1 KiB and more separated into blob files) and does
+// all file I/O through one vfs.FS,
 // so tests crash it (vfs.NewCrashableMem) and inject faults (vfs/errorfs).
 //
 // # Basics
@@ -134,6 +135,12 @@
 // gets two point deletes. Block iterators start at the watermark, so they
 // never walk what was deleted.
 //
+// Pebble separates values of 1 KiB and more (the packed blocks, nearly all
+// of the store's bytes) into blob files when it flushes its memtable: its
+// compactions then rewrite the small keys, summaries and references, never
+// the blocks, and a blob file is deleted whole once no sstable refers to it
+// (see valueSeparation in pebble.go for the measured reason).
+//
 // Messages due beyond the horizon, and messages moved by Update or replayed
 // from the dead letters, live in a time-ordered keyspace (shard, due, id) with
 // an (id -> due, key) index, so Scan pages them in by range and an ID still
@@ -217,8 +224,12 @@
 // write: a version-1 build, which would ignore the log and bring resolved
 // messages back, then refuses it.
 // The clean-close record carries its own version byte. Pebble's own format
-// is pinned to PebbleFormat: Open refuses a store whose format marker says
-// otherwise and never ratchets it.
+// is pinned to PebbleFormat: Open refuses a store whose format marker is
+// outside olderPebbleFormat..PebbleFormat with ErrUnsupportedVersion, and
+// upgrades a store in that range (written before value separation, or
+// caught by a crash while being upgraded) to PebbleFormat once the
+// read-only validation passed: Pebble rewrites its format marker and no
+// data. It never ratchets further.
 //
 // # Caveats
 //

@@ -95,7 +95,6 @@ func TestPebbleErrorsSayWhatHappened(t *testing.T) {
 func listedTable(t *testing.T, fs vfs.FS) string {
 	t.Helper()
 	po := &pebble.Options{FS: copyStore(t, fs, storeDir), FormatMajorVersion: PebbleFormat, ReadOnly: true}
-	po.Experimental.EnableColumnarBlocks = func() bool { return false }
 	db, err := pebble.Open(storeDir, po)
 	require.NoError(t, err)
 	defer func() { require.NoError(t, db.Close()) }()

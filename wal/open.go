@@ -250,6 +250,9 @@ func (s *Store) recoverReadOnly(ctx context.Context, cache *pebble.Cache, rec *c
 		closePebble(db)
 		s.db = nil
 	}()
+	if err := checkBlobFiles(ctx, s.fs, dir, db); err != nil {
+		return nil, err
+	}
 	lastSeq, found, err := s.loadMeta(false)
 	if err != nil {
 		return nil, err

@@ -56,6 +56,10 @@ type Options struct {
 	// checkpointBytes is the resolve log's minimum bound (clearlog.go);
 	// tests lower it. Default defaultCheckpointBytes.
 	checkpointBytes int
+	// blobMinSize is the smallest value Pebble separates into a blob file
+	// (valueSeparation); tests lower it so small stores hold blob files.
+	// Default defaultBlobMinSize.
+	blobMinSize int
 }
 
 // Defaults of the Options fields of the same names (see Options).
@@ -119,6 +123,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.checkpointBytes == 0 {
 		o.checkpointBytes = defaultCheckpointBytes
+	}
+	if o.blobMinSize == 0 {
+		o.blobMinSize = defaultBlobMinSize
 	}
 	return o
 }

@@ -19,8 +19,15 @@ import (
 
 // PebbleFormat is the Pebble format major version the store is created with
 // and pinned to (never "newest"): it has WAL sync chunks, which tell a torn
-// tail from corruption, and DeleteSized support.
-const PebbleFormat = pebble.FormatWALSyncChunks
+// tail from corruption, DeleteSized support, and value separation (blob
+// files; see valueSeparation).
+const PebbleFormat = pebble.FormatValueSeparation
+
+// olderPebbleFormat is the format builds before value separation pinned.
+// Open accepts a store in it and, after validating it read-only, has Pebble
+// ratchet it to PebbleFormat: a marker-file change, no rewrite of data. An
+// older build then refuses the store, naming both formats.
+const olderPebbleFormat = pebble.FormatWALSyncChunks
 
 // Store is the durable message store. All methods are safe for concurrent
 // use. Writes go through one writer goroutine that group-commits callers'

@@ -1,0 +1,114 @@
+package wal
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path"
+	"strings"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+	"github.com/stretchr/testify/require"
+)
+
+// formatMarker returns the name of the store's format-version marker and
+// the format it names.
+func formatMarker(t testing.TB, fs vfs.FS) (string, uint64) {
+	t.Helper()
+	st, err := readDir(fs, storeDir)
+	require.NoError(t, err)
+	for _, n := range mustList(t, fs) {
+		if strings.HasPrefix(n, "marker.format-version.") {
+			var v uint64
+			_, err := fmt.Sscanf(st.format, "%d", &v)
+			require.NoError(t, err)
+			return n, v
+		}
+	}
+	t.Fatal("no format-version marker")
+	return "", 0
+}
+
+// TestOlderPebbleFormatIsUpgraded: a store written before value separation
+// (at olderPebbleFormat: the golden-v1 fixture, as after a crash) opens with
+// its exact contents and is at PebbleFormat from then on. A crash at any
+// write of that Open, the ratchet included (Pebble moves its format marker
+// one version at a time, so a crash part-way leaves a marker between the
+// two), leaves a store that opens with the same contents and finishes the
+// upgrade.
+func TestOlderPebbleFormatIsUpgraded(t *testing.T) {
+	ctx := context.Background()
+	dir := goldenDir(1)
+	b, err := os.ReadFile(dir + ".json")
+	require.NoError(t, err)
+	var want goldenState
+	require.NoError(t, json.Unmarshal(b, &want))
+
+	mem := vfs.NewCrashableMem()
+	_, err = vfs.Clone(vfs.Default, mem, dir, storeDir, vfs.CloneSync)
+	require.NoError(t, err)
+	root, err := mem.OpenDir(path.Dir(storeDir)) // the crash clones keep the directory
+	require.NoError(t, err)
+	require.NoError(t, root.Sync())
+	require.NoError(t, root.Close())
+	_, v := formatMarker(t, mem)
+	require.Equal(t, uint64(olderPebbleFormat), v, "the fixture was written before value separation")
+
+	var clones []*vfs.MemFS
+	inj := errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if op.Kind.ReadOrWrite() == errorfs.OpIsWrite {
+			clones = append(clones, mem.CrashClone(vfs.CrashCloneCfg{}))
+		}
+		return nil
+	})
+	s := openTest(t, testOptions(errorfs.Wrap(mem, inj), 0))
+	require.Equal(t, PebbleFormat, s.db.FormatMajorVersion())
+	require.Equal(t, want, toGolden(storeState(t, s)))
+	requireCheck(t, s)
+	require.NoError(t, s.Close())
+	_, v = formatMarker(t, mem)
+	require.Equal(t, uint64(PebbleFormat), v)
+
+	between := 0
+	for i, fs := range clones {
+		if _, v := formatMarker(t, fs); v > uint64(olderPebbleFormat) && v < uint64(PebbleFormat) {
+			between++
+		}
+		s, err := Open(ctx, testOptions(fs, 0))
+		require.NoError(t, err, "crash at write %d of %d", i, len(clones))
+		require.Equal(t, PebbleFormat, s.db.FormatMajorVersion(), "crash at write %d", i)
+		require.Equal(t, want, toGolden(storeState(t, s)), "crash at write %d", i)
+		require.NoError(t, s.Close())
+	}
+	require.Positive(t, between, "no crash point fell between two steps of the ratchet")
+	t.Logf("%d crash points, %d with the marker between the formats", len(clones), between)
+}
+
+// TestPebbleFormatOutsideTheRangeIsRefused: a store whose format marker is
+// older than olderPebbleFormat or newer than PebbleFormat is refused with
+// ErrUnsupportedVersion, naming the formats, and nothing is written.
+func TestPebbleFormatOutsideTheRangeIsRefused(t *testing.T) {
+	ctx := context.Background()
+	mem := vfs.NewMem()
+	s := openTest(t, testOptions(mem, 2))
+	require.NoError(t, s.Close())
+	for _, v := range []uint64{uint64(olderPebbleFormat) - 1, uint64(PebbleFormat) + 1} {
+		t.Run(fmt.Sprint(v), func(t *testing.T) {
+			fs := copyStore(t, mem, storeDir)
+			name, _ := formatMarker(t, fs)
+			renamed := strings.TrimSuffix(name, path.Ext(name)) + fmt.Sprintf(".%03d", v)
+			require.NoError(t, fs.Rename(storeDir+"/"+name, storeDir+"/"+renamed))
+			before := dirBytes(t, fs, storeDir)
+			s, err := Open(ctx, testOptions(fs, 0))
+			if s != nil {
+				_ = s.Close()
+			}
+			require.ErrorIs(t, err, ErrUnsupportedVersion)
+			require.Contains(t, err.Error(), fmt.Sprintf("opens %d to %d", olderPebbleFormat, PebbleFormat))
+			requireDirUnchanged(t, fs, storeDir, before, "a refused Open must write nothing")
+		})
+	}
+}
