@@ -53,8 +53,9 @@ const defaultBlobMinSize = 1 << 10
 // the sstable. A block lives from its group commit until its last message is
 // resolved, seconds to the Horizon later: without separation each one is
 // flushed while live and then rewritten by every L0 compaction until it is
-// range-deleted, and at 400k messages/s those rewrites took 90-230 ms of a
-// core every 1.5 s and put the engine's p99 lateness at 10-26 ms. With it,
+// range-deleted: at 300k messages/s, two compactions of 120-235 ms every
+// 3.1 s, each a burst of lateness; at 420k/s the engine's p99 lateness was
+// 10-26 ms over 30 s. With it,
 // compactions move references, and a blob file goes as a whole once no
 // table refers to it (docs/benchmarks.md, "Value separation").
 //
