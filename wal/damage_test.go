@@ -110,9 +110,6 @@ func damageCatalogue(t *testing.T, sd uint64, crashes ...bool) {
 			// between checkpoints, so the crashed store keeps some.
 			opts := testOptions(mem, 2)
 			opts.checkpointBytes = 64 << 10
-			// Blocks of 64 bytes and more go to blob files, so the flushed
-			// state has both: values in sstables and values in blob files.
-			opts.blobMinSize = 64
 			s, models := populatedWith(t, opts, sd, 120, 30, 60, 90)
 			var base vfs.FS = mem
 			if crash {
@@ -125,6 +122,8 @@ func damageCatalogue(t *testing.T, sd uint64, crashes ...bool) {
 				// clear records, which the catalogue damages too.
 				require.NotEmpty(t, rawKeys(t, copyStore(t, base, storeDir))[tagClear], "the fixture holds no resolve log")
 			}
+			// testOptions separates blocks into blob files: the flushed
+			// state has values in sstables and in blob files both.
 			require.NotEmpty(t, (&dirState{names: mustList(t, base)}).kinds(fileBlob), "the fixture holds no blob file")
 			want := models[len(models)-1]
 			newest := liveLog(t, base, storeDir)

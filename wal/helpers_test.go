@@ -33,6 +33,10 @@ func testOptions(fs vfs.FS, shards int) Options {
 		// A small resolve-log bound: the random workloads write clear
 		// records and checkpoints both (clearlog.go).
 		checkpointBytes: 96,
+		// A small separation threshold: the test stores' blocks go to
+		// blob files once flushed, as a busy store's do, while their
+		// summaries stay in the sstables (valueSeparation).
+		blobMinSize: 64,
 	}
 }
 
