@@ -90,7 +90,7 @@ func Check(ctx context.Context, dir string, fs vfs.FS) (*CheckReport, error) {
 	defer cache.Unref()
 	db, err := s.openPebble(ctx, s.pebbleOptions(cache, lock, true), func() {})
 	if err != nil {
-		rep.add(label("pebble"), explainPebble(dir, err).Error())
+		rep.add(label("pebble"), explainPebble(fs, dir, err).Error())
 		return rep, rep.err()
 	}
 	defer closePebble(db)
@@ -101,7 +101,7 @@ func Check(ctx context.Context, dir string, fs vfs.FS) (*CheckReport, error) {
 	rep.Shards = store.MaxShards
 	rep.LastSeq = maxSeq
 	if v, closer, err := db.Get(keyMeta); err != nil {
-		rep.add(label("meta"), fmt.Sprintf("cannot read the meta record: %v", explainPebble(dir, err)))
+		rep.add(label("meta"), fmt.Sprintf("cannot read the meta record: %v", explainPebble(fs, dir, err)))
 	} else {
 		version, shards, derr := decodeMeta(v)
 		_ = closer.Close()
@@ -115,7 +115,7 @@ func Check(ctx context.Context, dir string, fs vfs.FS) (*CheckReport, error) {
 		}
 	}
 	if seq, err := readSeq(db); err != nil {
-		rep.add(label("sequence"), explainPebble(dir, err).Error())
+		rep.add(label("sequence"), explainPebble(fs, dir, err).Error())
 	} else {
 		rep.LastSeq = seq
 	}
@@ -123,7 +123,7 @@ func Check(ctx context.Context, dir string, fs vfs.FS) (*CheckReport, error) {
 		if ctx.Err() != nil {
 			return rep, err
 		}
-		rep.add(label("pebble"), fmt.Sprintf("reading the keys failed: %v", explainPebble(dir, err)))
+		rep.add(label("pebble"), fmt.Sprintf("reading the keys failed: %v", explainPebble(fs, dir, err)))
 	}
 	if rec != nil {
 		if err := rec.verifyCounts(dir, rep.LastSeq, rep.Pending, rep.Dead, rep.Blocks); err != nil {

@@ -53,6 +53,9 @@ func TestPebbleErrorsSayWhatHappened(t *testing.T) {
 	require.NoError(t, err)
 	sst := listedTable(t, crashed)
 	options := st.kinds(fileOptions)[0]
+	require.NotEmpty(t, st.kinds(fileBlob), "the store holds no blob file")
+	blob := st.kinds(fileBlob)[0]
+	blobSize := len(readAll(t, crashed, storeDir+"/"+blob))
 	for _, tc := range []struct {
 		name   string
 		damage func(t *testing.T, fs vfs.FS)
@@ -67,6 +70,15 @@ func TestPebbleErrorsSayWhatHappened(t *testing.T) {
 		{"sstable corrupt", func(t *testing.T, fs vfs.FS) {
 			flipByte(t, fs, storeDir+"/"+sst, 0)
 		}, []string{sst, "this sstable is corrupt", "restore"}},
+		{"blob file deleted", func(t *testing.T, fs vfs.FS) {
+			require.NoError(t, fs.Remove(storeDir+"/"+blob))
+		}, []string{blob, "the MANIFEST lists this blob file but the directory does not hold it", "restore"}},
+		{"blob file truncated", func(t *testing.T, fs vfs.FS) {
+			truncateFile(t, fs, storeDir+"/"+blob, blobSize/2)
+		}, []string{blob, fmt.Sprintf("this blob file is %d bytes, and the MANIFEST records %d", blobSize/2, blobSize), "restore"}},
+		{"blob file footer corrupt", func(t *testing.T, fs vfs.FS) {
+			flipByte(t, fs, storeDir+"/"+blob, blobSize-1)
+		}, []string{blob, "this blob file is corrupt", "restore"}},
 		{"manifest emptied", func(t *testing.T, fs vfs.FS) {
 			truncateFile(t, fs, storeDir+"/"+st.manifest, 0)
 		}, []string{st.manifest, "the MANIFEST (the list of the store's files) is damaged", "restore"}},
@@ -107,4 +119,29 @@ func listedTable(t *testing.T, fs vfs.FS) string {
 	}
 	t.Fatal("the MANIFEST lists no sstable")
 	return ""
+}
+
+// TestDamagedBlobFoundByAReadNamesIt: damage inside a blob file (past its
+// footer, which Open checks) is found by the first read of a value in it;
+// Pebble's error names only a file number, and the store's error names the
+// blob file, says it is corrupt, and fails the store.
+func TestDamagedBlobFoundByAReadNamesIt(t *testing.T) {
+	ctx := context.Background()
+	mem := vfs.NewCrashableMem()
+	s, _ := populated(t, mem, seed(t), 80, 40)
+	crashed := mem.CrashClone(vfs.CrashCloneCfg{})
+	require.NoError(t, s.Close())
+	st, err := readDir(crashed, storeDir)
+	require.NoError(t, err)
+	require.NotEmpty(t, st.kinds(fileBlob), "the store holds no blob file")
+	blob := st.kinds(fileBlob)[0]
+	flipByte(t, crashed, storeDir+"/"+blob, len(readAll(t, crashed, storeDir+"/"+blob))/3)
+	s, err = Open(ctx, testOptions(crashed, 0))
+	require.NoError(t, err, "only a read of the damaged block finds this")
+	defer s.Close()
+	_, err = readState(s)
+	require.ErrorIs(t, err, ErrCorrupt)
+	require.Contains(t, err.Error(), blob+": this blob file is corrupt")
+	s.waitVerify()
+	require.ErrorIs(t, s.Err(), ErrFailed)
 }

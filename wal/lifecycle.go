@@ -283,7 +283,7 @@ func (s *Store) damaged(err error) error {
 		return err
 	}
 	if _, ok := errors.AsType[*DamageError](err); !ok {
-		if de, ok := errors.AsType[*DamageError](explainPebble(s.opts.Dir, err)); ok {
+		if de, ok := errors.AsType[*DamageError](explainPebble(s.opts.FS, s.opts.Dir, err)); ok {
 			err = &DamageError{Dir: de.Dir, File: de.File, Reason: de.Reason, Advice: de.Advice, Err: err}
 		} else {
 			err = &DamageError{Dir: s.opts.Dir, Reason: "a read found damaged data", Advice: "restore the directory from a backup", Err: err}

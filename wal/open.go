@@ -137,10 +137,10 @@ func (s *Store) open(ctx context.Context, release func()) error {
 			}
 		} else {
 			if err := checkLogTail(fs, dir); err != nil {
-				return openError(dir, "check the log", err)
+				return openError(s.opts.FS, dir, "check the log", err)
 			}
 			if err := checkManifest(fs, dir, st.manifest); err != nil {
-				return openError(dir, "check the MANIFEST", err)
+				return openError(s.opts.FS, dir, "check the MANIFEST", err)
 			}
 		}
 		if ro, err = s.recoverReadOnly(ctx, cache, rec, release); err != nil {
@@ -161,7 +161,7 @@ func (s *Store) open(ctx context.Context, release func()) error {
 	po.Experimental.CompactionScheduler = gate
 	db, err := s.openPebble(ctx, po, release)
 	if err != nil {
-		return openError(dir, "pebble", err)
+		return openError(s.opts.FS, dir, "pebble", err)
 	}
 	s.db = db
 	if fv := db.FormatMajorVersion(); fv != PebbleFormat {
@@ -183,7 +183,7 @@ func (s *Store) open(ctx context.Context, release func()) error {
 		// commit writes.
 		seq, err := readSeq(db)
 		if err != nil {
-			return openError(dir, "read sequence", err)
+			return openError(s.opts.FS, dir, "read sequence", err)
 		}
 		if seq != ro.lastSeq {
 			return &DamageError{Dir: dir, Reason: fmt.Sprintf("the read-write open found last sequence %d, the read-only one %d", seq, ro.lastSeq),
@@ -197,7 +197,7 @@ func (s *Store) open(ctx context.Context, release func()) error {
 		job.snap, job.last, job.counts = db.NewSnapshot(), ro.lastSeq, ro.counts
 	}
 	if err := s.migrate(); err != nil {
-		return openError(dir, "migrate", err)
+		return openError(s.opts.FS, dir, "migrate", err)
 	}
 	if err := s.markOpened(); err != nil {
 		return err
@@ -243,7 +243,7 @@ func (s *Store) recoverReadOnly(ctx context.Context, cache *pebble.Cache, rec *c
 	po := s.pebbleOptions(cache, s.lock, true)
 	db, err := s.openPebble(ctx, po, release)
 	if err != nil {
-		return nil, openError(dir, "pebble read-only", err)
+		return nil, openError(s.opts.FS, dir, "pebble read-only", err)
 	}
 	s.db = db
 	defer func() {

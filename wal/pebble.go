@@ -44,7 +44,8 @@ func (s *Store) pebbleOptions(cache *pebble.Cache, lock *pebble.Lock, readOnly b
 }
 
 // defaultBlobMinSize is the smallest value Pebble separates into a blob
-// file. A block holding a few 100-byte messages passes it, a summary never.
+// file. A block holding a few 100-byte messages passes it; a summary only
+// when its block has over ~4,000 slots.
 const defaultBlobMinSize = 1 << 10
 
 // valueSeparation is the store's value-separation policy. Pebble writes
@@ -55,9 +56,9 @@ const defaultBlobMinSize = 1 << 10
 // flushed while live and then rewritten by every L0 compaction until it is
 // range-deleted: at 300k messages/s, two compactions of 120-235 ms every
 // 3.1 s, each a burst of lateness; at 420k/s the engine's p99 lateness was
-// 10-26 ms over 30 s. With it,
-// compactions move references, and a blob file goes as a whole once no
-// table refers to it (docs/benchmarks.md, "Value separation").
+// 10-26 ms over 30 s. With it, compactions move references, and a blob
+// file goes as a whole once no table refers to it (docs/benchmarks.md,
+// "Value separation").
 //
 // A referenced depth above MaxBlobReferenceDepth makes a compaction copy
 // values into a new blob file; a blob file older than RewriteMinimumAge with
@@ -246,18 +247,18 @@ func closePebble(db *pebble.DB) (err error) {
 // openError is an error of Open while doing what: a *DamageError as it is
 // (it names the file and what to do), anything else wrapped with the
 // directory and the step.
-func openError(dir, what string, err error) error {
-	err = explainPebble(dir, err)
+func openError(fs vfs.FS, dir, what string, err error) error {
+	err = explainPebble(fs, dir, err)
 	if _, ok := errors.AsType[*DamageError](err); ok {
 		return err
 	}
 	return fmt.Errorf("wal: open %s: %s: %w", dir, what, err)
 }
 
-// explainPebble wraps an error Pebble returned from Open (or a read) with
-// what it means for the store and what to do. Errors it does not recognise
-// come back unchanged.
-func explainPebble(dir string, err error) error {
+// explainPebble wraps an error Pebble returned from Open (or a read) of the
+// store in dir on fs with what it means for the store and what to do.
+// Errors it does not recognise come back unchanged.
+func explainPebble(fs vfs.FS, dir string, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -269,15 +270,19 @@ func explainPebble(dir string, err error) error {
 		return ""
 	}
 	// table names the data file the message is about, and what kind it is.
+	// Pebble names a file by its number, which sstables and blob files
+	// share, and often not its kind ("file 000006: block 0/1673: checksum
+	// mismatch" may be either): the one of the two in the directory is it.
 	table := func() (string, string) {
-		suffix, kind := ".sst", "sstable"
-		if reBlob.MatchString(msg) {
-			suffix, kind = ".blob", "blob file"
-		}
 		for _, re := range reTable {
-			if f := file(re, suffix); f != "" {
-				return f, kind
+			m := re.FindStringSubmatch(msg)
+			if m == nil {
+				continue
 			}
+			if _, err := fs.Stat(fs.PathJoin(dir, m[1]+".blob")); err == nil || reBlob.MatchString(msg) {
+				return m[1] + ".blob", "blob file"
+			}
+			return m[1] + ".sst", "sstable"
 		}
 		return "", "data file"
 	}

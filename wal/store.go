@@ -123,11 +123,11 @@ func (s *Store) loadMeta(create bool) (lastSeq uint64, found bool, err error) {
 	if errors.Is(err, pebble.ErrNotFound) {
 		it, err := s.db.NewIter(nil)
 		if err != nil {
-			return 0, false, openError(dir, "read", err)
+			return 0, false, openError(s.opts.FS, dir, "read", err)
 		}
 		nonEmpty := it.First()
 		if err := errors.Join(it.Error(), it.Close()); err != nil {
-			return 0, false, openError(dir, "read", err)
+			return 0, false, openError(s.opts.FS, dir, "read", err)
 		}
 		if nonEmpty {
 			return 0, false, &DamageError{Dir: dir, Reason: "the Pebble store has data but no meta record: it is not an Hourglass store, or its meta record was lost",
@@ -150,7 +150,7 @@ func (s *Store) loadMeta(create bool) (lastSeq uint64, found bool, err error) {
 		first := 1<<16 + rand.Uint64N(firstSeqSpan)
 		_ = b.Set(keySeq, binary.BigEndian.AppendUint64(nil, first), nil)
 		if err := b.Commit(pebble.Sync); err != nil {
-			return 0, false, openError(dir, "write meta", err)
+			return 0, false, openError(s.opts.FS, dir, "write meta", err)
 		}
 		_ = b.Close()
 		if err := s.Err(); err != nil {
@@ -162,7 +162,7 @@ func (s *Store) loadMeta(create bool) (lastSeq uint64, found bool, err error) {
 		return first, true, nil
 	}
 	if err != nil {
-		return 0, false, openError(dir, "read meta", err)
+		return 0, false, openError(s.opts.FS, dir, "read meta", err)
 	}
 	version, shards, derr := decodeMeta(val)
 	_ = closer.Close()
@@ -179,7 +179,7 @@ func (s *Store) loadMeta(create bool) (lastSeq uint64, found bool, err error) {
 	s.shards = shards
 	seq, err := readSeq(s.db)
 	if err != nil {
-		return 0, false, openError(dir, "read sequence", err)
+		return 0, false, openError(s.opts.FS, dir, "read sequence", err)
 	}
 	return seq, true, nil
 }
@@ -195,7 +195,7 @@ func (s *Store) recover(ctx context.Context, lastSeq uint64, rec *cleanRecord) (
 	s.w = w
 	s.pending = make([]int64, s.shards)
 	wrap := func(what string, err error) error {
-		return openError(s.opts.Dir, "recover "+what, err)
+		return openError(s.opts.FS, s.opts.Dir, "recover "+what, err)
 	}
 	// Block summaries.
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{tagBlock}, UpperBound: []byte{tagBlock + 1}})

@@ -119,7 +119,7 @@ func (s *Store) verify(ctx context.Context, j *verifyJob) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return &DamageError{Dir: dir, Reason: "verifying the store after a crash, reading failed", Advice: "restore the directory from a backup", Err: explainPebble(dir, err)}
+			return &DamageError{Dir: dir, Reason: "verifying the store after a crash, reading failed", Advice: "restore the directory from a backup", Err: explainPebble(s.opts.FS, dir, err)}
 		}
 		if len(rep.Problems) > 0 {
 			return &DamageError{Dir: dir, Reason: fmt.Sprintf("verifying the store after a crash found %d inconsistencies; first: %s", len(rep.Problems)+rep.Omitted, rep.Problems[0]),
@@ -154,7 +154,7 @@ func (s *Store) verifyCounts(ctx context.Context, j *verifyJob) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		return &DamageError{Dir: dir, Reason: "verifying the store after a clean close, counting its keys failed", Advice: "restore the directory from a backup", Err: explainPebble(dir, err)}
+		return &DamageError{Dir: dir, Reason: "verifying the store after a clean close, counting its keys failed", Advice: "restore the directory from a backup", Err: explainPebble(s.opts.FS, dir, err)}
 	}
 	timed, err := countIndex(ctx, j.snap, s.shards, j.last)
 	if err != nil {
