@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -191,6 +192,7 @@ func runCluster(ctx context.Context, cfg config, out io.Writer) (*report, error)
 	s := newSession(cfg)
 	fo := &failover{dead: map[int]bool{}, fired: map[int]time.Time{}, taken: map[int]time.Time{}}
 	topic := fmt.Sprintf("hourglass-loadgen-%x", cfg.Seed)
+	group := topic + ".owners"
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	nodes := make([]*cnode, nNodes)
 	var alive []*cnode
@@ -212,6 +214,7 @@ func runCluster(ctx context.Context, cfg config, out io.Writer) (*report, error)
 		k := cluster.Kafka{
 			Brokers:        seeds,
 			Topic:          topic,
+			Group:          group,
 			SessionTimeout: clusterSessionTimeout,
 			DrainTimeout:   clusterDrainTimeout,
 			Partitions:     cfg.Shards,
@@ -260,21 +263,19 @@ func runCluster(ctx context.Context, cfg config, out io.Writer) (*report, error)
 		n.eng = eng
 		alive = append(alive, n)
 	}
-	// Start once every node owns partitions: a node that joined last may
-	// have none yet (the group moves some to it in a later rebalance), and
-	// the node -kill-node crashes must hold some.
+	// Start once the group has settled: a node that joined last may have
+	// no partition yet (the group moves some to it in a later rebalance),
+	// and the node -kill-node crashes must hold some. Every node owning
+	// one is not enough: cooperative-sticky moves a partition in two
+	// rebalances, and the second may still be running. A node crashed in
+	// the middle of a rebalance stalls the failover well past the session
+	// timeout on kfake (its coordinator expires the members parked in
+	// JoinGroup along with the dead one and never answers their join, so
+	// they are out of the group for RebalanceTimeout plus kgo's 10 s
+	// request overhead, about 40 s), longer than the run waits for the
+	// messages they own.
 	if cfg.Shards == 0 || cfg.Shards >= nNodes {
-		settle := time.Now().Add(30 * time.Second)
-		for ctx.Err() == nil && time.Now().Before(settle) {
-			all := true
-			for _, n := range nodes {
-				all = all && len(n.owned()) > 0
-			}
-			if all {
-				break
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		settleCluster(ctx, nodes, seeds, topic, group)
 	}
 	s.eng = nodes[0].eng // the node that is never killed: for the store figures
 	s.start = time.Now()
@@ -395,6 +396,60 @@ producing:
 		rep.FailoverMs = &ms
 	}
 	return rep, err
+}
+
+// settleCluster waits, at most 30 s, until the group is Stable with every
+// node a member, every partition of the topic is attached on exactly one
+// node and every node holds one, all of it for a second on end (a node
+// rejoins at once after the first round of a cooperative rebalance).
+func settleCluster(ctx context.Context, nodes []*cnode, seeds []string, topic, group string) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...))
+	if err != nil {
+		return
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	var since time.Time
+	for deadline := time.Now().Add(30 * time.Second); ctx.Err() == nil && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if !settled(ctx, adm, nodes, topic, group) {
+			since = time.Time{}
+			continue
+		}
+		if since.IsZero() {
+			since = time.Now()
+		}
+		if time.Since(since) >= time.Second {
+			return
+		}
+	}
+}
+
+// settled reports whether the group and the nodes' partitions are settled
+// now (see settleCluster).
+func settled(ctx context.Context, adm *kadm.Client, nodes []*cnode, topic, group string) bool {
+	held := map[int]bool{}
+	for _, n := range nodes {
+		owned := n.owned()
+		if len(owned) == 0 {
+			return false
+		}
+		for _, p := range owned {
+			if held[p] {
+				return false
+			}
+			held[p] = true
+		}
+	}
+	td, err := adm.ListTopics(ctx, topic)
+	if err != nil || td[topic].Err != nil || len(td[topic].Partitions) != len(held) {
+		return false
+	}
+	gs, err := adm.DescribeGroups(ctx, group)
+	if err != nil {
+		return false
+	}
+	g, ok := gs[group]
+	return ok && g.Err == nil && g.State == "Stable" && len(g.Members) == len(nodes)
 }
 
 // produceCluster runs the producers, each scheduling through the node
