@@ -94,7 +94,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.Cluster, "cluster", "", "cluster mode: N engine nodes on an in-process Kafka (kfake), or kafka://host:port for a real one (-nodes of them); -shards sets the partitions")
 	fs.IntVar(&c.Nodes, "nodes", 3, "nodes with -cluster kafka://host:port")
 	fs.DurationVar(&c.KillNode, "kill-node", 0, "with -cluster: crash the last node this long after the start (network cut, no leave) and report failover_ms")
-	fs.BoolVar(&c.FindRate, "find-rate", false, "search for the highest -rate the engine sustains with p99 lateness <= 10 ms (from -rate, default 25000/s, doubling (halving if the first fails), then bisecting with runs of -step, then confirming over -duration); reports sustainable_rate")
+	fs.BoolVar(&c.FindRate, "find-rate", false, "search for the highest -rate the engine sustains with p99 lateness <= 10 ms (from -rate, default 25000/s, doubling (halving if the first fails), then bisecting with runs of -step, the first that misses the bound by under 3x run once more, then confirming over -duration); reports sustainable_rate")
 	fs.DurationVar(&c.Step, "step", 10*time.Second, "how long each -find-rate search step schedules")
 	fs.Float64Var(&c.MaxRate, "max-rate", 10_000_000, "the highest rate -find-rate tries")
 	fs.BoolVar(&c.child, "child", false, "internal: run as the child of -crash")

@@ -266,3 +266,44 @@ func TestTargetURLShorthand(t *testing.T) {
 	require.Equal(t, "kafka", cfg.Target)
 	require.Equal(t, "127.0.0.1:9092", cfg.TargetURL)
 }
+
+// TestFindRateRetriesAMarginalShortStepOnce drives the search with scripted
+// steps: a short step that reached its rate but missed the lateness bound
+// by less than retryMargin× is run again (once per search), a clear failure
+// is not, and the confirming run is never repeated.
+func TestFindRateRetriesAMarginalShortStepOnce(t *testing.T) {
+	cfg := config{Rate: 100, MaxRate: 800, Step: time.Second, Duration: 3 * time.Second}
+	type call struct {
+		rate float64
+		long bool
+	}
+	run := func(verdicts map[call][]float64) ([]call, float64) {
+		var calls []call
+		_, found, err := search(cfg, func(rate float64, d time.Duration) (*report, bool, error) {
+			c := call{rate, d == cfg.Duration}
+			calls = append(calls, c)
+			p99 := 1.0 // passes unless scripted
+			if v := verdicts[c]; len(v) > 0 {
+				p99, verdicts[c] = v[0], v[1:]
+			}
+			rep := &report{ScheduleRate: rate}
+			rep.LatenessMs.P99 = p99
+			return rep, sustains(rate, rep), nil
+		})
+		require.NoError(t, err)
+		return calls, found
+	}
+
+	// 200/s misses the bound marginally, then passes on its second run;
+	// 400/s fails clearly (no retry); 800/s is past the search's range.
+	calls, found := run(map[call][]float64{{200, false}: {12, 1}, {400, false}: {50}, {300, false}: {50}, {250, false}: {50}, {225, false}: {50}})
+	require.Equal(t, []call{{100, false}, {200, false}, {200, false}, {400, false}, {300, false}, {250, false}, {225, false}, {200, true}}, calls)
+	require.Equal(t, 200.0, found)
+
+	// Only the first marginal failure is retried (150/s fails at once), and
+	// a confirming run that fails marginally is not repeated: the search
+	// steps down 15 % instead.
+	calls, found = run(map[call][]float64{{200, false}: {12, 12}, {150, false}: {12}, {138, true}: {12}})
+	require.Equal(t, []call{{100, false}, {200, false}, {200, false}, {150, false}, {125, false}, {138, false}, {138, true}, {117, true}}, calls)
+	require.Equal(t, 117.0, found)
+}
