@@ -39,21 +39,29 @@ func TestLockedStoreSaysAnotherProcessHasIt(t *testing.T) {
 	}
 }
 
-// TestPebbleErrorsSayWhatHappened damages a store that crashed (so no
-// clean-close record speaks first) in ways Pebble reports in terms of its
-// internals, and checks that Open's error names the file, says what is
-// wrong with it and what to do, and wraps ErrCorrupt.
-func TestPebbleErrorsSayWhatHappened(t *testing.T) {
-	ctx := context.Background()
+// crashedStore returns a crash clone of a populated store, flushed once so
+// it holds sstables and blob files besides its log, and its listing.
+func crashedStore(t *testing.T) (*vfs.MemFS, *dirState) {
+	t.Helper()
 	mem := vfs.NewCrashableMem()
 	s, _ := populated(t, mem, seed(t), 80, 40)
 	crashed := mem.CrashClone(vfs.CrashCloneCfg{})
 	require.NoError(t, s.Close())
 	st, err := readDir(crashed, storeDir)
 	require.NoError(t, err)
+	require.NotEmpty(t, st.kinds(fileBlob), "the store holds no blob file")
+	return crashed, st
+}
+
+// TestPebbleErrorsSayWhatHappened damages a store that crashed (so no
+// clean-close record speaks first) in ways Pebble reports in terms of its
+// internals, and checks that Open's error names the file, says what is
+// wrong with it and what to do, and wraps ErrCorrupt.
+func TestPebbleErrorsSayWhatHappened(t *testing.T) {
+	ctx := context.Background()
+	crashed, st := crashedStore(t)
 	sst := listedTable(t, crashed)
 	options := st.kinds(fileOptions)[0]
-	require.NotEmpty(t, st.kinds(fileBlob), "the store holds no blob file")
 	blob := st.kinds(fileBlob)[0]
 	blobSize := len(readAll(t, crashed, storeDir+"/"+blob))
 	for _, tc := range []struct {
@@ -127,16 +135,10 @@ func listedTable(t *testing.T, fs vfs.FS) string {
 // blob file, says it is corrupt, and fails the store.
 func TestDamagedBlobFoundByAReadNamesIt(t *testing.T) {
 	ctx := context.Background()
-	mem := vfs.NewCrashableMem()
-	s, _ := populated(t, mem, seed(t), 80, 40)
-	crashed := mem.CrashClone(vfs.CrashCloneCfg{})
-	require.NoError(t, s.Close())
-	st, err := readDir(crashed, storeDir)
-	require.NoError(t, err)
-	require.NotEmpty(t, st.kinds(fileBlob), "the store holds no blob file")
+	crashed, st := crashedStore(t)
 	blob := st.kinds(fileBlob)[0]
 	flipByte(t, crashed, storeDir+"/"+blob, len(readAll(t, crashed, storeDir+"/"+blob))/3)
-	s, err = Open(ctx, testOptions(crashed, 0))
+	s, err := Open(ctx, testOptions(crashed, 0))
 	require.NoError(t, err, "only a read of the damaged block finds this")
 	defer s.Close()
 	_, err = readState(s)

@@ -86,6 +86,19 @@ func TestRefusedOpenWritesNothing(t *testing.T) {
 	})
 }
 
+// cloneAtEveryWrite wraps mem in a filesystem that adds a crash clone of
+// mem (its synced state) to clones before every write.
+func cloneAtEveryWrite(mem *vfs.MemFS) (vfs.FS, *[]*vfs.MemFS) {
+	clones := new([]*vfs.MemFS)
+	inj := errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if op.Kind.ReadOrWrite() == errorfs.OpIsWrite {
+			*clones = append(*clones, mem.CrashClone(vfs.CrashCloneCfg{}))
+		}
+		return nil
+	})
+	return errorfs.Wrap(mem, inj), clones
+}
+
 func mustList(t testing.TB, fs vfs.FS) []string {
 	t.Helper()
 	names, err := fs.List(storeDir)
@@ -99,25 +112,19 @@ func mustList(t testing.TB, fs vfs.FS) []string {
 func TestCrashDuringCreationOpens(t *testing.T) {
 	ctx := context.Background()
 	mem := vfs.NewCrashableMem()
-	var clones []*vfs.MemFS
-	inj := errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if op.Kind.ReadOrWrite() == errorfs.OpIsWrite {
-			clones = append(clones, mem.CrashClone(vfs.CrashCloneCfg{}))
-		}
-		return nil
-	})
-	s := openTest(t, testOptions(errorfs.Wrap(mem, inj), 2))
+	fs, clones := cloneAtEveryWrite(mem)
+	s := openTest(t, testOptions(fs, 2))
 	require.NoError(t, s.Close())
-	require.NotEmpty(t, clones)
-	for i, fs := range clones {
+	require.NotEmpty(t, *clones)
+	for i, fs := range *clones {
 		s, err := Open(ctx, testOptions(fs, 2))
-		require.NoError(t, err, "crash at write %d of %d", i, len(clones))
+		require.NoError(t, err, "crash at write %d of %d", i, len(*clones))
 		requireCheck(t, s)
 		_, err = s.Append(ctx, []store.Message{msgAt(0, 0, "x")})
 		require.NoError(t, err)
 		require.NoError(t, s.Close())
 	}
-	t.Logf("%d crash points", len(clones))
+	t.Logf("%d crash points", len(*clones))
 }
 
 // TestWriterDamageFailsTheStore: damage the writer meets while it validates

@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
-	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"github.com/stretchr/testify/require"
 )
 
@@ -57,14 +56,8 @@ func TestOlderPebbleFormatIsUpgraded(t *testing.T) {
 	_, v := formatMarker(t, mem)
 	require.Equal(t, uint64(olderPebbleFormat), v, "the fixture was written before value separation")
 
-	var clones []*vfs.MemFS
-	inj := errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if op.Kind.ReadOrWrite() == errorfs.OpIsWrite {
-			clones = append(clones, mem.CrashClone(vfs.CrashCloneCfg{}))
-		}
-		return nil
-	})
-	s := openTest(t, testOptions(errorfs.Wrap(mem, inj), 0))
+	fs, clones := cloneAtEveryWrite(mem)
+	s := openTest(t, testOptions(fs, 0))
 	require.Equal(t, PebbleFormat, s.db.FormatMajorVersion())
 	require.Equal(t, want, toGolden(storeState(t, s)))
 	requireCheck(t, s)
@@ -73,18 +66,18 @@ func TestOlderPebbleFormatIsUpgraded(t *testing.T) {
 	require.Equal(t, uint64(PebbleFormat), v)
 
 	between := 0
-	for i, fs := range clones {
+	for i, fs := range *clones {
 		if _, v := formatMarker(t, fs); v > uint64(olderPebbleFormat) && v < uint64(PebbleFormat) {
 			between++
 		}
 		s, err := Open(ctx, testOptions(fs, 0))
-		require.NoError(t, err, "crash at write %d of %d", i, len(clones))
+		require.NoError(t, err, "crash at write %d of %d", i, len(*clones))
 		require.Equal(t, PebbleFormat, s.db.FormatMajorVersion(), "crash at write %d", i)
 		require.Equal(t, want, toGolden(storeState(t, s)), "crash at write %d", i)
 		require.NoError(t, s.Close())
 	}
 	require.Positive(t, between, "no crash point fell between two steps of the ratchet")
-	t.Logf("%d crash points, %d with the marker between the formats", len(clones), between)
+	t.Logf("%d crash points, %d with the marker between the formats", len(*clones), between)
 }
 
 // TestPebbleFormatOutsideTheRangeIsRefused: a store whose format marker is

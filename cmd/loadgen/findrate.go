@@ -60,14 +60,18 @@ type findStep struct {
 }
 
 // sustains reports whether a run at rate kept up within the bound.
-func sustains(rate float64, rep *report) bool {
-	return rep.Lost == 0 && rep.Early == 0 && rep.ScheduleRate >= 0.97*rate && rep.LatenessMs.P99 <= maxSustainableP99
+func sustains(rate float64, rep *report) bool { return keptUp(rate, rep, maxSustainableP99) }
+
+// marginal reports whether a run at rate kept up within retryMargin times
+// the bound: if it failed, it missed only the lateness bound, and by little.
+func marginal(rate float64, rep *report) bool {
+	return keptUp(rate, rep, retryMargin*maxSustainableP99)
 }
 
-// marginal reports whether a failed run at rate missed only the lateness
-// bound, by less than retryMargin times: worth a second short step.
-func marginal(rate float64, rep *report) bool {
-	return rep.Lost == 0 && rep.Early == 0 && rep.ScheduleRate >= 0.97*rate && rep.LatenessMs.P99 <= retryMargin*maxSustainableP99
+// keptUp reports whether a run at rate lost nothing, delivered nothing
+// early, reached the rate and kept its p99 lateness within p99 ms.
+func keptUp(rate float64, rep *report, p99 float64) bool {
+	return rep.Lost == 0 && rep.Early == 0 && rep.ScheduleRate >= 0.97*rate && rep.LatenessMs.P99 <= p99
 }
 
 func runFindRate(ctx context.Context, cfg config, out io.Writer) (*report, error) {
