@@ -229,7 +229,9 @@
 // upgrades a store in that range (written before value separation, or
 // caught by a crash while being upgraded) to PebbleFormat once the
 // read-only validation passed: Pebble rewrites its format marker and no
-// data. It never ratchets further.
+// data. It never ratchets further. TestOlderPebbleFormatIsUpgraded upgrades
+// golden-v1 (as after a crash) and testdata/golden-v2-closed-f20 (golden-v2
+// closed cleanly by the last build at olderPebbleFormat).
 //
 // # Caveats
 //

@@ -32,16 +32,29 @@ func formatMarker(t testing.TB, fs vfs.FS) (string, uint64) {
 }
 
 // TestOlderPebbleFormatIsUpgraded: a store written before value separation
-// (at olderPebbleFormat: the golden-v1 fixture, as after a crash) opens with
-// its exact contents and is at PebbleFormat from then on. A crash at any
-// write of that Open, the ratchet included (Pebble moves its format marker
-// one version at a time, so a crash part-way leaves a marker between the
-// two), leaves a store that opens with the same contents and finishes the
-// upgrade.
+// (at olderPebbleFormat) opens with its exact contents and is at
+// PebbleFormat from then on, whether it was left as after a crash (the
+// golden-v1 fixture) or closed cleanly (golden-v2-closed-f20: the golden-v2
+// store opened and closed by the build before value separation, 253fd63).
+// A crash at any write of that Open, the ratchet included (Pebble moves its
+// format marker one version at a time, so a crash part-way leaves a marker
+// between the two), leaves a store that opens with the same contents and
+// finishes the upgrade.
 func TestOlderPebbleFormatIsUpgraded(t *testing.T) {
+	for _, tc := range []struct {
+		dir, want string
+		clean     bool
+	}{
+		{goldenDir(1), goldenDir(1) + ".json", false},
+		{"testdata/golden-v2-closed-f20", goldenDir(2) + ".json", true},
+	} {
+		t.Run(path.Base(tc.dir), func(t *testing.T) { upgradeOlderFormat(t, tc.dir, tc.want, tc.clean) })
+	}
+}
+
+func upgradeOlderFormat(t *testing.T, dir, wantFile string, clean bool) {
 	ctx := context.Background()
-	dir := goldenDir(1)
-	b, err := os.ReadFile(dir + ".json")
+	b, err := os.ReadFile(wantFile)
 	require.NoError(t, err)
 	var want goldenState
 	require.NoError(t, json.Unmarshal(b, &want))
@@ -58,12 +71,16 @@ func TestOlderPebbleFormatIsUpgraded(t *testing.T) {
 
 	fs, clones := cloneAtEveryWrite(mem)
 	s := openTest(t, testOptions(fs, 0))
+	require.Equal(t, clean, s.recovery.CleanClose, "opened through the clean-close record")
 	require.Equal(t, PebbleFormat, s.db.FormatMajorVersion())
 	require.Equal(t, want, toGolden(storeState(t, s)))
 	requireCheck(t, s)
 	require.NoError(t, s.Close())
 	_, v = formatMarker(t, mem)
 	require.Equal(t, uint64(PebbleFormat), v)
+	s = openTest(t, testOptions(mem, 0)) // and after its own clean close
+	require.Equal(t, want, toGolden(storeState(t, s)))
+	require.NoError(t, s.Close())
 
 	between := 0
 	for i, fs := range *clones {
